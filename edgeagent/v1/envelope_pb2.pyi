@@ -1,0 +1,97 @@
+from edgeagent.v1 import discovery_pb2 as _discovery_pb2
+from edgeagent.v1 import fl_pb2 as _fl_pb2
+from edgeagent.v1 import link_pb2 as _link_pb2
+from edgeagent.v1 import payload_pb2 as _payload_pb2
+from edgeagent.v1 import route_pb2 as _route_pb2
+from edgeagent.v1 import signalling_pb2 as _signalling_pb2
+from edgeagent.v1 import worker_pb2 as _worker_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Envelope(_message.Message):
+    __slots__ = ("version", "msg_id", "source", "destination", "route", "reply_to", "ttl", "hello", "ping", "pong", "close", "response", "error", "operation", "object_message", "object_request_message", "is_none_message", "get_shape_message", "force_object_delete_message", "search_message", "plan_command_message", "peer_record", "peer_list", "route_request", "route_reply", "offer", "answer", "candidate", "manifest", "tree_assign", "chunk", "chunk_request", "have", "progress", "job_advert", "join_request", "join_reply", "round_start", "update", "round_result")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MSG_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_REQUEST_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    IS_NONE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    GET_SHAPE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_OBJECT_DELETE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_COMMAND_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PEER_RECORD_FIELD_NUMBER: _ClassVar[int]
+    PEER_LIST_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REPLY_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    TREE_ASSIGN_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ADVERT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    JOIN_REPLY_FIELD_NUMBER: _ClassVar[int]
+    ROUND_START_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_RESULT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    msg_id: int
+    source: bytes
+    destination: bytes
+    route: _route_pb2.Route
+    reply_to: int
+    ttl: int
+    hello: _link_pb2.Hello
+    ping: _link_pb2.Ping
+    pong: _link_pb2.Pong
+    close: _link_pb2.Close
+    response: _link_pb2.Response
+    error: _link_pb2.Error
+    operation: _worker_pb2.Operation
+    object_message: _worker_pb2.ObjectMessage
+    object_request_message: _worker_pb2.ObjectRequestMessage
+    is_none_message: _worker_pb2.IsNoneMessage
+    get_shape_message: _worker_pb2.GetShapeMessage
+    force_object_delete_message: _worker_pb2.ForceObjectDeleteMessage
+    search_message: _worker_pb2.SearchMessage
+    plan_command_message: _worker_pb2.PlanCommandMessage
+    peer_record: _discovery_pb2.PeerRecord
+    peer_list: _discovery_pb2.PeerList
+    route_request: _discovery_pb2.RouteRequest
+    route_reply: _discovery_pb2.RouteReply
+    offer: _signalling_pb2.Offer
+    answer: _signalling_pb2.Answer
+    candidate: _signalling_pb2.Candidate
+    manifest: _payload_pb2.Manifest
+    tree_assign: _payload_pb2.TreeAssign
+    chunk: _payload_pb2.Chunk
+    chunk_request: _payload_pb2.ChunkRequest
+    have: _payload_pb2.Have
+    progress: _payload_pb2.Progress
+    job_advert: _fl_pb2.JobAdvert
+    join_request: _fl_pb2.JoinRequest
+    join_reply: _fl_pb2.JoinReply
+    round_start: _fl_pb2.RoundStart
+    update: _fl_pb2.Update
+    round_result: _fl_pb2.RoundResult
+    def __init__(self, version: _Optional[int] = ..., msg_id: _Optional[int] = ..., source: _Optional[bytes] = ..., destination: _Optional[bytes] = ..., route: _Optional[_Union[_route_pb2.Route, _Mapping]] = ..., reply_to: _Optional[int] = ..., ttl: _Optional[int] = ..., hello: _Optional[_Union[_link_pb2.Hello, _Mapping]] = ..., ping: _Optional[_Union[_link_pb2.Ping, _Mapping]] = ..., pong: _Optional[_Union[_link_pb2.Pong, _Mapping]] = ..., close: _Optional[_Union[_link_pb2.Close, _Mapping]] = ..., response: _Optional[_Union[_link_pb2.Response, _Mapping]] = ..., error: _Optional[_Union[_link_pb2.Error, _Mapping]] = ..., operation: _Optional[_Union[_worker_pb2.Operation, _Mapping]] = ..., object_message: _Optional[_Union[_worker_pb2.ObjectMessage, _Mapping]] = ..., object_request_message: _Optional[_Union[_worker_pb2.ObjectRequestMessage, _Mapping]] = ..., is_none_message: _Optional[_Union[_worker_pb2.IsNoneMessage, _Mapping]] = ..., get_shape_message: _Optional[_Union[_worker_pb2.GetShapeMessage, _Mapping]] = ..., force_object_delete_message: _Optional[_Union[_worker_pb2.ForceObjectDeleteMessage, _Mapping]] = ..., search_message: _Optional[_Union[_worker_pb2.SearchMessage, _Mapping]] = ..., plan_command_message: _Optional[_Union[_worker_pb2.PlanCommandMessage, _Mapping]] = ..., peer_record: _Optional[_Union[_discovery_pb2.PeerRecord, _Mapping]] = ..., peer_list: _Optional[_Union[_discovery_pb2.PeerList, _Mapping]] = ..., route_request: _Optional[_Union[_discovery_pb2.RouteRequest, _Mapping]] = ..., route_reply: _Optional[_Union[_discovery_pb2.RouteReply, _Mapping]] = ..., offer: _Optional[_Union[_signalling_pb2.Offer, _Mapping]] = ..., answer: _Optional[_Union[_signalling_pb2.Answer, _Mapping]] = ..., candidate: _Optional[_Union[_signalling_pb2.Candidate, _Mapping]] = ..., manifest: _Optional[_Union[_payload_pb2.Manifest, _Mapping]] = ..., tree_assign: _Optional[_Union[_payload_pb2.TreeAssign, _Mapping]] = ..., chunk: _Optional[_Union[_payload_pb2.Chunk, _Mapping]] = ..., chunk_request: _Optional[_Union[_payload_pb2.ChunkRequest, _Mapping]] = ..., have: _Optional[_Union[_payload_pb2.Have, _Mapping]] = ..., progress: _Optional[_Union[_payload_pb2.Progress, _Mapping]] = ..., job_advert: _Optional[_Union[_fl_pb2.JobAdvert, _Mapping]] = ..., join_request: _Optional[_Union[_fl_pb2.JoinRequest, _Mapping]] = ..., join_reply: _Optional[_Union[_fl_pb2.JoinReply, _Mapping]] = ..., round_start: _Optional[_Union[_fl_pb2.RoundStart, _Mapping]] = ..., update: _Optional[_Union[_fl_pb2.Update, _Mapping]] = ..., round_result: _Optional[_Union[_fl_pb2.RoundResult, _Mapping]] = ...) -> None: ...

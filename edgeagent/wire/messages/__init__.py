@@ -1,0 +1,59 @@
+"""Every message family of the protocol (importing this registers them all)."""
+
+from __future__ import annotations
+
+from .discovery import PeerList, PeerRecord, RouteReply, RouteRequest
+from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, RoundStart, Update
+from .link import Close, Error, ErrorCode, Hello, Ping, Pong, Response
+from .payload import HASH_SIZES, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
+from .signalling import Answer, Candidate, Offer
+from .worker import (
+    ForceObjectDeleteMessage,
+    GetShapeMessage,
+    IsNoneMessage,
+    ObjectMessage,
+    ObjectRequestMessage,
+    Operation,
+    Plan,
+    PlanCommandMessage,
+    SearchMessage,
+)
+
+__all__ = [
+    "HASH_SIZES",
+    "Answer",
+    "Candidate",
+    "Chunk",
+    "ChunkRequest",
+    "Close",
+    "Eligibility",
+    "Error",
+    "ErrorCode",
+    "ForceObjectDeleteMessage",
+    "GetShapeMessage",
+    "Have",
+    "Hello",
+    "IndexRange",
+    "IsNoneMessage",
+    "JobAdvert",
+    "JoinReply",
+    "JoinRequest",
+    "Manifest",
+    "ObjectMessage",
+    "ObjectRequestMessage",
+    "Offer",
+    "Operation",
+    "PeerList",
+    "PeerRecord",
+    "Ping",
+    "Plan",
+    "PlanCommandMessage",
+    "Pong",
+    "Progress",
+    "Response",
+    "RoundResult",
+    "RoundStart",
+    "SearchMessage",
+    "TreeAssign",
+    "Update",
+]

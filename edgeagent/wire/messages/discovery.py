@@ -1,0 +1,62 @@
+"""Discovery: signed peer records and route requests answered from a global view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..nodeid import NodeId
+from ..route import Route
+from ..schema import BOOL, BYTES, F64, NODEID, STR, U32, U64, Message, Rep, StructKind, fld, message
+
+__all__ = ["PeerList", "PeerRecord", "RouteReply", "RouteRequest"]
+
+
+@message(48)
+@dataclass(frozen=True, slots=True)
+class PeerRecord(Message):
+    """A node's signed description of itself (mDNS TXT, registry, Hello follow-up).
+
+    ``signature`` is the node's Ed25519 signature over the CBOR encoding of the
+    record with ``signature`` empty; receivers drop records that do not verify.
+    """
+
+    node_id: NodeId = fld(1, NODEID, "the node described (and signer)")
+    seq: int = fld(2, U64, "increases with every change; older records are ignored")
+    role: str = fld(3, STR, '"device" or "domain"', default="device")
+    addresses: tuple[str, ...] = fld(4, Rep(STR), "URLs the node accepts links on")
+    capabilities: tuple[str, ...] = fld(5, Rep(STR), "optional features")
+    network_kind: str = fld(6, STR, "wifi, ethernet, cellular, loopback or unknown", default="unknown")
+    metered: bool = fld(7, BOOL, "true when the node's bytes are metered", default=False)
+    cost_per_gb: float = fld(8, F64, "what one GB costs the node", default=0.0)
+    upload_bps: float = fld(9, F64, "measured upload in bytes per second (0 = unknown)", default=0.0)
+    lan_group: str = fld(10, STR, "LAN group hint (e.g. subnet), set by the domain", default="")
+    issued_ms: int = fld(11, U64, "when the record was made, ms since the Unix epoch", default=0)
+    ttl_s: int = fld(12, U32, "seconds after issue when the record expires", default=120)
+    signature: bytes = fld(13, BYTES, "Ed25519 signature by node_id", default=b"")
+
+
+@message(49)
+@dataclass(frozen=True, slots=True)
+class PeerList(Message):
+    """The domain's answer to a registration: the peers the device may reach."""
+
+    peers: tuple[PeerRecord, ...] = fld(1, Rep(StructKind(PeerRecord)), "signed peer records")
+
+
+@message(50)
+@dataclass(frozen=True, slots=True)
+class RouteRequest(Message):
+    """Ask the network for routes to ``destinations`` (answered by RouteReply)."""
+
+    destinations: tuple[NodeId, ...] = fld(1, Rep(NODEID), "where the routes must lead")
+    purpose: str = fld(2, STR, '"request", "bulk", "stream" or "pubsub"', default="request")
+    size_hint: int = fld(3, U64, "bytes the sender expects to move (0 = small)", default=0)
+    max_routes: int = fld(4, U32, "at most this many routes in the reply", default=4)
+
+
+@message(51)
+@dataclass(frozen=True, slots=True)
+class RouteReply(Message):
+    """Routes known to the answering node, best first."""
+
+    routes: tuple[Route, ...] = fld(1, Rep(StructKind(Route)), "candidate routes, best first")

@@ -1,0 +1,88 @@
+"""Link control: Hello, Ping, Pong, Close; and the generic Response and Error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from ..nodeid import NodeId
+from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, VALUE, Message, Rep, fld, message
+
+__all__ = ["Close", "Error", "ErrorCode", "Hello", "Ping", "Pong", "Response"]
+
+
+@message(16)
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """First message each side sends on a new link, after the secure handshake."""
+
+    node_id: NodeId = fld(1, NODEID, "the sender")
+    versions: tuple[int, ...] = fld(2, Rep(U32), "protocol versions the sender speaks")
+    codecs: tuple[str, ...] = fld(3, Rep(STR), 'codecs the sender accepts, preferred first: "cbor", "protobuf"')
+    capabilities: tuple[str, ...] = fld(4, Rep(STR), 'optional features, e.g. "blake3", "webrtc", "relay"')
+    role: str = fld(5, STR, '"device" or "domain"', default="device")
+    listen: tuple[str, ...] = fld(6, Rep(STR), "URLs the sender accepts links on")
+    network_kind: str = fld(7, STR, "wifi, ethernet, cellular, loopback or unknown", default="unknown")
+    metered: bool = fld(8, BOOL, "true when the sender's bytes are metered", default=False)
+    agent: str = fld(9, STR, 'software and version, e.g. "edgeagent/0.1.0"', default="")
+
+
+@message(17)
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """Liveness and RTT probe; the receiver answers with a Pong echoing ``nonce``."""
+
+    nonce: int = fld(1, U64, "echoed in the Pong")
+    padding: bytes = fld(2, BYTES, "filler for throughput probes (ignored)", default=b"")
+
+
+@message(18)
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    """Answer to a Ping."""
+
+    nonce: int = fld(1, U64, "the Ping's nonce")
+
+
+@message(19)
+@dataclass(frozen=True, slots=True)
+class Close(Message):
+    """The sender is closing the link; ``code`` follows WebSocket close codes."""
+
+    code: int = fld(1, U32, "1000 normal, 1001 going away, 1008 policy, 1011 error", default=1000)
+    reason: str = fld(2, STR, "human-readable reason", default="")
+
+
+class ErrorCode(IntEnum):
+    """Codes carried by :class:`Error`."""
+
+    UNKNOWN = 0
+    BAD_REQUEST = 1
+    DECODE = 2
+    UNAUTHORIZED = 3
+    NOT_FOUND = 4
+    QUOTA = 5
+    TIMEOUT = 6
+    NO_ROUTE = 7
+    UNSUPPORTED = 8
+    INTERNAL = 9
+    BUSY = 10
+
+
+@message(20)
+@dataclass(frozen=True, slots=True)
+class Response(Message):
+    """Successful answer to the request named by the Envelope's ``reply_to``."""
+
+    value: Any = fld(1, VALUE, "the result (None when there is nothing to return)", default=None)
+
+
+@message(21)
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """Failed answer to the request named by the Envelope's ``reply_to``."""
+
+    code: int = fld(1, U32, "an ErrorCode")
+    reason: str = fld(2, STR, "what went wrong and what to do", default="")
+    retry_after_ms: int = fld(3, U32, "when > 0, the request may be retried after this delay", default=0)

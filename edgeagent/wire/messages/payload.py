@@ -1,0 +1,126 @@
+"""Payload trees: manifests, tree assignments, chunks, repair and progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from ..nodeid import NodeId
+from ..route import RouteSegment
+from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, Message, Opt, Rep, StructKind, Struct, fld, message, struct
+
+__all__ = ["HASH_SIZES", "Chunk", "ChunkRequest", "Have", "IndexRange", "Manifest", "Progress", "TreeAssign"]
+
+#: hash algorithm name -> digest size in bytes
+HASH_SIZES: Final = {"sha256": 32, "blake3": 32}
+
+
+@message(64)
+@dataclass(frozen=True, slots=True)
+class Manifest(Message):
+    """What a payload is: its size, chunking, per-chunk hashes and origin, signed.
+
+    The payload id is the SHA-256 of the manifest's CBOR encoding (signature
+    included); ``chunk_hashes`` is the concatenation of one digest per chunk.
+    """
+
+    size: int = fld(1, U64, "payload bytes")
+    chunk_size: int = fld(2, U32, "bytes per chunk (the last may be shorter)")
+    hash_alg: str = fld(3, STR, '"sha256" or "blake3"', default="sha256")
+    chunk_hashes: bytes = fld(4, BYTES, "digest of every chunk, concatenated in chunk order", default=b"")
+    origin: NodeId | None = fld(5, Opt(NODEID), "the node that made and signed the manifest")
+    name: str = fld(6, STR, "suggested file name", default="")
+    created_ms: int = fld(7, U64, "ms since the Unix epoch", default=0)
+    signature: bytes = fld(8, BYTES, "origin's Ed25519 signature over the manifest with this field empty", default=b"")
+
+    def __post_init__(self) -> None:
+        digest = HASH_SIZES.get(self.hash_alg)
+        if digest is None:
+            raise ValueError(f"unknown hash algorithm {self.hash_alg!r}")
+        if self.chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        if len(self.chunk_hashes) != self.chunk_count * digest:
+            raise ValueError(
+                f"{self.chunk_count} chunks need {self.chunk_count * digest} hash bytes, got {len(self.chunk_hashes)}"
+            )
+
+    @property
+    def chunk_count(self) -> int:
+        return -(-self.size // self.chunk_size)
+
+    def chunk_hash(self, index: int) -> bytes:
+        d = HASH_SIZES[self.hash_alg]
+        if not 0 <= index < self.chunk_count:
+            raise IndexError(index)
+        return self.chunk_hashes[index * d : (index + 1) * d]
+
+    def chunk_length(self, index: int) -> int:
+        if not 0 <= index < self.chunk_count:
+            raise IndexError(index)
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+
+@message(65)
+@dataclass(frozen=True, slots=True)
+class TreeAssign(Message):
+    """Tells a node its place in the forwarding forest of one payload."""
+
+    payload_id: bytes = fld(1, BYTES, "the payload")
+    stripe: int = fld(2, U32, "the stripe (tree) this assignment is for", default=0)
+    stripes: int = fld(3, U32, "number of stripes; chunk i belongs to stripe i % stripes", default=1)
+    parent: NodeId | None = fld(4, Opt(NODEID), "where this node's chunks of the stripe come from")
+    children: tuple[NodeId, ...] = fld(5, Rep(NODEID), "nodes this node forwards the stripe to")
+    subtree: RouteSegment | None = fld(6, Opt(StructKind(RouteSegment)), "the tree below this node, for repair")
+    manifest: Manifest | None = fld(7, Opt(StructKind(Manifest)), "the signed manifest, so the node can verify")
+
+
+@message(66)
+@dataclass(frozen=True, slots=True)
+class Chunk(Message):
+    """One chunk of a payload; verified against the manifest before use or forwarding."""
+
+    payload_id: bytes = fld(1, BYTES, "the payload")
+    index: int = fld(2, U32, "chunk index")
+    data: bytes = fld(3, BYTES, "the chunk's bytes (last field: encoded without extra copies)")
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class IndexRange(Struct):
+    """Chunk indices ``start <= i < stop``."""
+
+    start: int = fld(1, U32, "first index")
+    stop: int = fld(2, U32, "one past the last index")
+
+    def __post_init__(self) -> None:
+        if self.stop < self.start:
+            raise ValueError("IndexRange stop < start")
+
+
+@message(67)
+@dataclass(frozen=True, slots=True)
+class ChunkRequest(Message):
+    """Ask a parent (or any holder) for chunks this node lacks."""
+
+    payload_id: bytes = fld(1, BYTES, "the payload")
+    ranges: tuple[IndexRange, ...] = fld(2, Rep(StructKind(IndexRange)), "the missing chunks")
+
+
+@message(68)
+@dataclass(frozen=True, slots=True)
+class Have(Message):
+    """A node's have-map: bit i (LSB first in byte i // 8) set when chunk i is verified."""
+
+    payload_id: bytes = fld(1, BYTES, "the payload")
+    bitmap: bytes = fld(2, BYTES, "the have-map", default=b"")
+
+
+@message(69)
+@dataclass(frozen=True, slots=True)
+class Progress(Message):
+    """Transfer progress, reported up the tree to the source."""
+
+    payload_id: bytes = fld(1, BYTES, "the payload")
+    have_bytes: int = fld(2, U64, "verified bytes held", default=0)
+    complete: bool = fld(3, BOOL, "the whole payload is verified and stored", default=False)
+    bytes_sent: int = fld(4, U64, "payload bytes this node has uploaded", default=0)

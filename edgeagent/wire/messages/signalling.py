@@ -1,0 +1,40 @@
+"""WebRTC signalling, carried over an existing authenticated link."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..schema import BYTES, STR, U32, Message, fld, message
+
+__all__ = ["Answer", "Candidate", "Offer"]
+
+
+@message(56)
+@dataclass(frozen=True, slots=True)
+class Offer(Message):
+    """An SDP offer. ``fingerprint_sig`` signs the DTLS fingerprint with the sender's key."""
+
+    session_id: str = fld(1, STR, "identifies the negotiation")
+    sdp: str = fld(2, STR, "the SDP text")
+    fingerprint_sig: bytes = fld(3, BYTES, "Ed25519 signature over the DTLS fingerprint line", default=b"")
+
+
+@message(57)
+@dataclass(frozen=True, slots=True)
+class Answer(Message):
+    """An SDP answer to an Offer with the same ``session_id``."""
+
+    session_id: str = fld(1, STR, "the Offer's session id")
+    sdp: str = fld(2, STR, "the SDP text")
+    fingerprint_sig: bytes = fld(3, BYTES, "Ed25519 signature over the DTLS fingerprint line", default=b"")
+
+
+@message(58)
+@dataclass(frozen=True, slots=True)
+class Candidate(Message):
+    """A trickled ICE candidate (empty ``candidate`` = end of candidates)."""
+
+    session_id: str = fld(1, STR, "the negotiation")
+    candidate: str = fld(2, STR, "the candidate line", default="")
+    sdp_mid: str = fld(3, STR, "media stream id", default="")
+    sdp_mline_index: int = fld(4, U32, "media line index", default=0)

@@ -1,0 +1,225 @@
+"""The protobuf codec, over the classes protoc generated from ``proto/edgeagent/v1``.
+
+Frames larger than ``Limits.max_collection`` bytes are walked once before
+parsing (:func:`_prescan`) so that no repeated field or map can exceed the
+collection cap and no nesting the depth cap: the parser then allocates only
+what was checked. Smaller frames cannot hold more elements than bytes, so they
+are parsed directly (nesting is capped by the parser's recursion limit and by
+the conversion). Chunk messages are encoded with their data appended after
+the serialised header, so the payload bytes are copied once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError as _PbDecodeError
+from google.protobuf.message import EncodeError as _PbEncodeError
+
+from ..exceptions import DecodeError, EncodeError
+from ..v1 import envelope_pb2
+from .envelope import PROTOCOL_VERSION, Envelope
+from .limits import DEFAULT_LIMITS, Limits
+from .messages.payload import Chunk
+from .nodeid import NodeId
+from .protogen import snake
+from .route import Route
+from .schema import REGISTRY, Message, Splicer, struct_from_pb, struct_to_pb
+
+__all__ = ["decode", "encode"]
+
+_PbEnvelope: Any = envelope_pb2.Envelope  # noqa: N816
+_FIELD_OF_CODE: Final = {code: snake(cls.__name__) for code, cls in REGISTRY.items()}
+_CODE_OF_FIELD: Final = {name: code for code, name in _FIELD_OF_CODE.items()}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _header_pb(env: Envelope) -> Any:
+    pb = _PbEnvelope()
+    try:
+        pb.version = env.version
+        pb.msg_id = env.msg_id
+        if type(env.source) is not NodeId:
+            raise EncodeError("Envelope.source must be a NodeId")
+        pb.source = env.source.to_bytes()
+        if env.destination is not None:
+            if type(env.destination) is not NodeId:
+                raise EncodeError("Envelope.destination must be a NodeId or None")
+            pb.destination = env.destination.to_bytes()
+        if env.reply_to is not None:
+            pb.reply_to = env.reply_to
+        pb.ttl = env.ttl
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"Envelope header: {exc}") from None
+    if env.route is not None:
+        if type(env.route) is not Route:
+            raise EncodeError("Envelope.route must be a Route or None")
+        pb.route.SetInParent()
+        struct_to_pb(env.route, pb.route)
+    return pb
+
+
+def encode(env: Envelope) -> bytes:
+    """Encode an Envelope as one protobuf frame."""
+    body = env.body
+    code = getattr(body, "TYPE_CODE", 0)
+    if REGISTRY.get(code) is not type(body):
+        raise EncodeError(f"{type(body).__name__} is not a registered message")
+    pb = _header_pb(env)
+    if type(body) is Chunk and len(body.data) >= Splicer.THRESHOLD:
+        return _encode_chunk(pb, body)
+    sub = getattr(pb, _FIELD_OF_CODE[code])
+    sub.SetInParent()
+    struct_to_pb(body, sub)
+    try:
+        return bytes(pb.SerializeToString())
+    except _PbEncodeError as exc:
+        raise EncodeError(f"protobuf: {exc}") from None
+
+
+def _encode_chunk(pb: Any, chunk: Chunk) -> bytes:
+    """Envelope{header, chunk{payload_id, index, data}} with data appended, not copied in."""
+    sub = getattr(pb, _FIELD_OF_CODE[Chunk.TYPE_CODE]).__class__()
+    struct_to_pb(Chunk(chunk.payload_id, chunk.index, b""), sub)
+    head = sub.SerializeToString()
+    data = chunk.data
+    data_head = b"\x1a" + _varint(len(data))  # field 3, wire type 2
+    body_len = len(head) + len(data_head) + len(data)
+    tag = _varint((Chunk.TYPE_CODE << 3) | 2)
+    return b"".join((pb.SerializeToString(), tag, _varint(body_len), head, data_head, data))
+
+
+def decode(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Decode one protobuf frame into an Envelope; raises only ``DecodeError``."""
+    n = len(frame)
+    if n > limits.max_frame:
+        raise DecodeError(f"frame of {n} bytes exceeds the {limits.max_frame}-byte cap")
+    if n == 0:
+        raise DecodeError("empty frame")
+    try:
+        if n > limits.max_collection:
+            _prescan(memoryview(frame).cast("B"), limits)
+        pb = _PbEnvelope()
+        pb.ParseFromString(bytes(frame) if not isinstance(frame, bytes) else frame)
+        return _envelope(pb)
+    except DecodeError:
+        raise
+    except _PbDecodeError as exc:
+        raise DecodeError(f"protobuf: {exc}") from None
+    except RecursionError:
+        raise DecodeError("nesting too deep") from None
+    except Exception as exc:  # a bug must still not escape as another type
+        raise DecodeError(f"malformed frame ({type(exc).__name__}: {exc})") from None
+
+
+def _envelope(pb: Any) -> Envelope:
+    if not pb.HasField("version") or pb.version < 1:
+        raise DecodeError("missing or bad protocol version")
+    if pb.version > PROTOCOL_VERSION:
+        raise DecodeError(f"unsupported protocol version {pb.version} (this node speaks {PROTOCOL_VERSION})")
+    which = pb.WhichOneof("body")
+    if which is None:
+        raise DecodeError("missing body (or unknown message type)")
+    cls: type[Message] = REGISTRY[_CODE_OF_FIELD[which]]
+    for name in ("msg_id", "source", "ttl"):
+        if not pb.HasField(name):
+            raise DecodeError(f"missing {name}")
+    route = struct_from_pb(Route, pb.route, 1) if pb.HasField("route") else None
+    body = struct_from_pb(cls, getattr(pb, which), 1)
+    return Envelope(
+        body=body,
+        source=NodeId(pb.source),
+        destination=NodeId(pb.destination) if pb.HasField("destination") else None,
+        msg_id=pb.msg_id,
+        reply_to=pb.reply_to if pb.HasField("reply_to") else None,
+        route=route,
+        ttl=pb.ttl,
+        version=pb.version,
+    )
+
+
+# -- pre-scan -----------------------------------------------------------------
+
+_Plan = dict[int, tuple[bool, bool, Any]]  # field number -> (repeated, is_message, sub-descriptor)
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(desc: Descriptor) -> _Plan:
+    plan = _PLANS.get(desc.full_name)
+    if plan is None:
+        plan = {}
+        for f in desc.fields:
+            is_msg = f.type == FieldDescriptor.TYPE_MESSAGE
+            plan[f.number] = (f.is_repeated, is_msg, f.message_type if is_msg else None)
+        _PLANS[desc.full_name] = plan
+    return plan
+
+
+def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise DecodeError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise DecodeError("varint too long")
+
+
+def _prescan(buf: memoryview, limits: Limits) -> None:
+    _scan(buf, 0, len(buf), _PbEnvelope.DESCRIPTOR, 0, limits)
+
+
+def _scan(buf: memoryview, pos: int, end: int, desc: Descriptor, depth: int, limits: Limits) -> None:
+    if depth > limits.max_depth:
+        raise DecodeError(f"nesting deeper than {limits.max_depth}")
+    plan = _plan(desc)
+    counts: dict[int, int] = {}
+    cap = limits.max_collection
+    while pos < end:
+        key, pos = _read_varint(buf, pos, end)
+        number, wt = key >> 3, key & 7
+        info = plan.get(number)
+        if wt == 0:
+            _, pos = _read_varint(buf, pos, end)
+            n_items = 1
+        elif wt == 1:
+            pos += 8
+            n_items = 1
+        elif wt == 5:
+            pos += 4
+            n_items = 1
+        elif wt == 2:
+            length, pos = _read_varint(buf, pos, end)
+            if length > end - pos:
+                raise DecodeError(f"field {number} of {length} bytes overruns its message")
+            n_items = 1
+            if info is not None and info[1]:
+                _scan(buf, pos, pos + length, info[2], depth + 1, limits)
+            elif info is not None and info[0]:
+                # packed scalars: count the varint terminators (upper bound for fixed widths)
+                n_items = sum(1 for b in buf[pos : pos + length] if b < 0x80) if length <= cap * 10 else cap + 1
+            pos += length
+        else:
+            raise DecodeError(f"wire type {wt} not accepted")
+        if pos > end:
+            raise DecodeError("truncated frame")
+        if info is not None and info[0]:
+            c = counts.get(number, 0) + n_items
+            if c > cap:
+                raise DecodeError(f"repeated field {number} of {desc.name} exceeds the cap of {cap}")
+            counts[number] = c
