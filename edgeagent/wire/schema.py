@@ -143,8 +143,14 @@ class _UInt(Kind):
         self.proto = f"uint{bits}"
 
     def check(self, v: Any) -> None:
-        if type(v) is not int or not 0 <= v <= self.max:
+        if type(v) is not int and (not isinstance(v, int) or isinstance(v, bool)):
             raise EncodeError(f"expected {self.proto}, got {v!r}")
+        if not 0 <= v <= self.max:
+            raise EncodeError(f"{v} is outside {self.proto}")
+
+    def to_plain(self, v: Any, splice: Splicer) -> Any:
+        self.check(v)
+        return int(v)  # IntEnum members travel as plain integers
 
     def from_plain(self, v: Any, depth: int) -> Any:
         if type(v) is not int or not 0 <= v <= self.max:
