@@ -26,10 +26,10 @@ from .wire import (
     Error,
     ErrorCode,
     Hello,
-    Ping,
-    Pong,
     PeerList,
     PeerRecord,
+    Ping,
+    Pong,
     decode,
     encode,
 )
@@ -73,7 +73,8 @@ class _Domain:
                 return
             body = env.body
             if isinstance(body, Hello):
-                await send(env.reply(Hello(self.ident.node_id, (1,), (codec,), ("relay",), role="domain"), self.ident.node_id))
+                hello = Hello(self.ident.node_id, (1,), (codec,), ("relay",), role="domain")
+                await send(env.reply(hello, self.ident.node_id))
             elif isinstance(body, Ping):
                 await send(env.reply(Pong(body.nonce), self.ident.node_id))
             elif isinstance(body, PeerRecord):
@@ -112,7 +113,8 @@ async def _agent(url: str, index: int, codec: Codec, barrier: asyncio.Barrier) -
             return reply
 
         hello = await call(Hello(ident.node_id, (1,), (codec,), (), listen=(), network_kind="loopback"))
-        record = sign_struct(PeerRecord(ident.node_id, seq=1, network_kind="loopback", issued_ms=int(time.time() * 1000)), ident)
+        now_ms = int(time.time() * 1000)
+        record = sign_struct(PeerRecord(ident.node_id, seq=1, network_kind="loopback", issued_ms=now_ms), ident)
         await call(record)
         forged_refused = None
         if index == 0:  # a record for us signed by somebody else's key must be refused
@@ -125,7 +127,8 @@ async def _agent(url: str, index: int, codec: Codec, barrier: asyncio.Barrier) -
             t0 = time.perf_counter()
             pong = await call(Ping(nonce))
             rtts.append((time.perf_counter() - t0) * 1000)
-            assert isinstance(pong.body, Pong) and pong.body.nonce == nonce
+            if not isinstance(pong.body, Pong) or pong.body.nonce != nonce:
+                raise DecodeError("wrong answer to a Ping")
     assert isinstance(peers.body, PeerList)
     return {
         "node_id": str(ident.node_id),

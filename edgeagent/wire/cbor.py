@@ -192,7 +192,7 @@ def decode_plain(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT
 
 
 class _Decoder:
-    __slots__ = ("buf", "view", "pos", "end", "max_depth", "max_coll", "max_tensor")
+    __slots__ = ("buf", "end", "max_coll", "max_depth", "max_tensor", "pos", "view")
 
     def __init__(self, frame: bytes | bytearray | memoryview, limits: Limits) -> None:
         self.view = memoryview(frame).cast("B") if not isinstance(frame, bytes) else memoryview(frame)
@@ -240,7 +240,7 @@ class _Decoder:
             return val
         if mt == 1:
             return -1 - val
-        if mt == 2 or mt == 3:
+        if mt in {2, 3}:
             start = self.pos
             if val > self.end - start:
                 raise DecodeError(f"string of {val} bytes overruns the frame")

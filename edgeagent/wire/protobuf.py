@@ -29,7 +29,7 @@ from .schema import REGISTRY, Message, Splicer, struct_from_pb, struct_to_pb
 
 __all__ = ["decode", "encode"]
 
-_PbEnvelope: Any = envelope_pb2.Envelope  # noqa: N816
+_PbEnvelope: Any = envelope_pb2.Envelope
 _FIELD_OF_CODE: Final = {code: snake(cls.__name__) for code, cls in REGISTRY.items()}
 _CODE_OF_FIELD: Final = {name: code for code, name in _FIELD_OF_CODE.items()}
 
@@ -81,7 +81,7 @@ def encode(env: Envelope) -> bytes:
     sub.SetInParent()
     struct_to_pb(body, sub)
     try:
-        return bytes(pb.SerializeToString())
+        return bytes(pb.SerializeToString(deterministic=True))
     except _PbEncodeError as exc:
         raise EncodeError(f"protobuf: {exc}") from None
 
@@ -90,12 +90,12 @@ def _encode_chunk(pb: Any, chunk: Chunk) -> bytes:
     """Envelope{header, chunk{payload_id, index, data}} with data appended, not copied in."""
     sub = getattr(pb, _FIELD_OF_CODE[Chunk.TYPE_CODE]).__class__()
     struct_to_pb(Chunk(chunk.payload_id, chunk.index, b""), sub)
-    head = sub.SerializeToString()
+    head = sub.SerializeToString(deterministic=True)
     data = chunk.data
     data_head = b"\x1a" + _varint(len(data))  # field 3, wire type 2
     body_len = len(head) + len(data_head) + len(data)
     tag = _varint((Chunk.TYPE_CODE << 3) | 2)
-    return b"".join((pb.SerializeToString(), tag, _varint(body_len), head, data_head, data))
+    return b"".join((pb.SerializeToString(deterministic=True), tag, _varint(body_len), head, data_head, data))
 
 
 def decode(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Envelope:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Any
 
 from .envelope import ENVELOPE_FIELDS
-from .schema import REGISTRY, STRUCTS, Kind, Opt, Rep, StrMap, StructKind, Struct
+from .schema import REGISTRY, STRUCTS, Kind, Opt, Rep, StrMap, Struct, StructKind
 
 __all__ = ["render_all", "snake"]
 
@@ -92,18 +93,38 @@ def _doc(cls: type) -> list[str]:
     return ["// " + line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _presence(f: Any) -> str:
+    if f.required:
+        return "required"
+    if isinstance(f.kind, (Rep, StrMap)):
+        return "may be empty"
+    if f.default is None:
+        return "optional"
+    d = f.default
+    if isinstance(d, bool):
+        text = "true" if d else "false"
+    elif isinstance(d, bytes):
+        text = "empty" if not d else d.hex()
+    elif isinstance(d, str):
+        text = "empty" if not d else f'"{d}"'
+    elif isinstance(d, (int, float)):
+        text = repr(d)
+    else:
+        return "optional"
+    return f"default {text}"
+
+
 def _render_struct(cls: type[Struct]) -> tuple[str, set[str]]:
     lines = _doc(cls)
     code = REGISTRY.get(getattr(cls, "TYPE_CODE", 0))
     if code is cls:
-        lines.append(f"// Type code {cls.TYPE_CODE} (its field number in Envelope.body).")  # type: ignore[attr-defined]
+        lines.append(f"// Type code {code.TYPE_CODE} (its field number in Envelope.body).")
     lines.append(f"message {cls.__name__} {{")
     deps: set[str] = set()
     if cls.RESERVED:
         lines.append(f"  reserved {', '.join(str(n) for n in cls.RESERVED)};")
     for f in cls.WIRE_FIELDS:
-        need = "required" if f.required else "optional"
-        lines.append(f"  // {f.doc} ({need})")
+        lines.append(f"  // {f.doc} ({_presence(f)})")
         lines.append("  " + _field_line(f.kind, f.name, f.number))
         deps |= _deps(f.kind)
     lines.append("}")

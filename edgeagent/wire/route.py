@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .nodeid import NodeId
-from .schema import BOOL, F64, NODEID, STR, U32, Opt, Rep, StructKind, Struct, fld, struct
+from .schema import BOOL, F64, NODEID, STR, U32, Opt, Rep, Struct, StructKind, fld, struct
 
 __all__ = ["ROUTE_BROADCAST", "ROUTE_GENERAL", "ROUTE_SOLO", "Hop", "Route", "RouteSchema", "RouteSegment"]
 
@@ -32,8 +32,10 @@ class Hop(Struct):
     address: str = fld(4, STR, "address dialled for this hop (URL), empty if inbound-only", default="")
     rtt_ms: float = fld(5, F64, "expected round-trip time in milliseconds (0 = unknown)", default=0.0)
     bandwidth_bps: float = fld(6, F64, "expected throughput in bytes per second (0 = unknown)", default=0.0)
-    cost_per_gb: float = fld(7, F64, "money cost of one GB over this hop, in the configured currency", default=0.0)
-    network_kind: str = fld(8, STR, 'network kind of the sending side: wifi, ethernet, cellular, loopback, unknown', default="unknown")
+    cost_per_gb: float = fld(7, F64, "money cost of one GB over this hop (configured currency)", default=0.0)
+    network_kind: str = fld(
+        8, STR, "network kind of the sending side: wifi, ethernet, cellular, loopback, unknown", default="unknown"
+    )
     metered: bool = fld(9, BOOL, "true when the sending side's bytes are metered", default=False)
 
 
@@ -82,9 +84,9 @@ class Route(Struct):
     """A schema plus its stops and expected figures."""
 
     schema: RouteSchema = fld(1, StructKind(RouteSchema), "where the route goes from and to")
-    stops: RouteSegment | None = fld(2, Opt(StructKind(RouteSegment)), "the journey; absent if only the schema is known")
+    stops: RouteSegment | None = fld(2, Opt(StructKind(RouteSegment)), "the journey (absent: only the schema is known)")
     kind: int = fld(3, U32, "0 general, 1 solo (one direct link), 2 broadcast (one to many)", default=ROUTE_GENERAL)
     latency_ms: float = fld(4, F64, "expected one-way latency in milliseconds", default=0.0)
-    bandwidth_bps: float = fld(5, F64, "expected bottleneck throughput in bytes per second", default=0.0)
+    bandwidth_bps: float = fld(5, F64, "expected bottleneck throughput, bytes per second", default=0.0)
     health: float = fld(6, F64, "0..1: share of recent uses that succeeded", default=1.0)
     cost_per_gb: float = fld(7, F64, "money cost of one GB along the route", default=0.0)

@@ -45,6 +45,8 @@ __all__ = [
     "Operation",
     "PeerList",
     "PeerRecord",
+    "RouteReply",
+    "RouteRequest",
     "Ping",
     "Plan",
     "PlanCommandMessage",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..tensor import Tensor
 from ..nodeid import NodeId
 from ..schema import (
     BOOL,
@@ -21,12 +20,13 @@ from ..schema import (
     Opt,
     Rep,
     StrMap,
-    StructKind,
     Struct,
+    StructKind,
     fld,
     message,
     struct,
 )
+from ..tensor import Tensor
 from .payload import Manifest
 
 __all__ = ["Eligibility", "JobAdvert", "JoinReply", "JoinRequest", "RoundResult", "RoundStart", "Update"]

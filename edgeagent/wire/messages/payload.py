@@ -7,7 +7,7 @@ from typing import Final
 
 from ..nodeid import NodeId
 from ..route import RouteSegment
-from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, Message, Opt, Rep, StructKind, Struct, fld, message, struct
+from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, Message, Opt, Rep, Struct, StructKind, fld, message, struct
 
 __all__ = ["HASH_SIZES", "Chunk", "ChunkRequest", "Have", "IndexRange", "Manifest", "Progress", "TreeAssign"]
 

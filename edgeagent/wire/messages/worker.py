@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..schema import BOOL, STR, U64, VALUE, Message, Opt, Rep, StrMap, StructKind, Struct, fld, message, struct
+from ..schema import BOOL, STR, U64, VALUE, Message, Opt, Rep, StrMap, Struct, StructKind, fld, message, struct
 
 __all__ = [
     "ForceObjectDeleteMessage",
