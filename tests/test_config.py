@@ -1,0 +1,50 @@
+"""Configuration files: defaults, the documented example, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeagent.config import load_config
+from edgeagent.exceptions import ConfigError
+from edgeagent.wire import Limits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults() -> None:
+    assert load_config(None).limits == Limits()
+
+
+def test_example_config_is_valid_and_says_the_defaults() -> None:
+    cfg = load_config(ROOT / "configs" / "edgeagent.example.toml")
+    assert cfg.limits == Limits()
+
+
+def test_values_are_applied(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[wire]\nmax_frame_bytes = 1024\nmax_depth = 8\n")
+    assert load_config(p).limits == Limits(max_frame=1024, max_depth=8)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[wire]\nmax_frame = 1\n", "unknown key wire.max_frame"),
+        ("[wires]\n", "unknown table"),
+        ("[wire]\nmax_depth = -1\n", "positive integer"),
+        ("[wire]\nmax_depth = 'x'\n", "positive integer"),
+        ("[wire\n", "not valid TOML"),
+    ],
+)
+def test_bad_configs(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
