@@ -33,7 +33,7 @@ from edgeagent.wire import (
     encode,
 )
 from edgeagent.wire.route import Route, RouteSchema
-from edgeagent.wire.schema import STRUCTS
+from edgeagent.wire.schema import STRUCTS, Splicer
 from tests.strategies import envelope_strategy, message_strategy, struct_strategy
 
 CODES = sorted(REGISTRY)
@@ -149,11 +149,39 @@ def test_strategies_cover_every_struct(name: str, data: st.DataObject) -> None:
 # -- (b) the registry covers the design's message families -------------------------------------
 
 DESIGN_FAMILIES = (
-    "Operation ObjectMessage ObjectRequestMessage IsNoneMessage GetShapeMessage ForceObjectDeleteMessage "
-    "SearchMessage PlanCommandMessage Response Error Hello Ping Pong Close PeerRecord RouteRequest RouteReply "
-    "Offer Answer Candidate Manifest TreeAssign Chunk ChunkRequest Have Progress JobAdvert JoinRequest JoinReply "
-    "RoundStart Update RoundResult"
-).split()
+    "Operation",
+    "ObjectMessage",
+    "ObjectRequestMessage",
+    "IsNoneMessage",
+    "GetShapeMessage",
+    "ForceObjectDeleteMessage",
+    "SearchMessage",
+    "PlanCommandMessage",
+    "Response",
+    "Error",
+    "Hello",
+    "Ping",
+    "Pong",
+    "Close",
+    "PeerRecord",
+    "RouteRequest",
+    "RouteReply",
+    "Offer",
+    "Answer",
+    "Candidate",
+    "Manifest",
+    "TreeAssign",
+    "Chunk",
+    "ChunkRequest",
+    "Have",
+    "Progress",
+    "JobAdvert",
+    "JoinRequest",
+    "JoinReply",
+    "RoundStart",
+    "Update",
+    "RoundResult",
+)
 
 
 def test_registry_covers_design_families() -> None:
@@ -164,7 +192,7 @@ def test_registry_covers_design_families() -> None:
 
 def test_registry_is_consistent() -> None:
     for code, cls in REGISTRY.items():
-        assert cls.TYPE_CODE == code
+        assert code == cls.TYPE_CODE
         assert 16 <= code <= 2047
         assert STRUCTS[cls.__name__] is cls
         assert dataclasses.is_dataclass(cls)
@@ -283,6 +311,19 @@ def test_large_chunk_roundtrip(codec: str) -> None:
     assert len(data) < len(frame) < len(data) + 256  # no base64, no second copy
     assert frame.endswith(data)  # the data is the last field, spliced in whole
     assert_identical(decode(frame, codec), env)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("size", [Splicer.THRESHOLD - 1, Splicer.THRESHOLD, Splicer.THRESHOLD + 1])
+@settings(max_examples=10, deadline=None, database=None)
+@given(payload_id=st.binary(max_size=40), index=st.integers(0, 2**32 - 1), env=envelope_strategy(st.just(Pong(0))))
+def test_chunks_around_the_splice_threshold(
+    codec: str, size: int, payload_id: bytes, index: int, env: Envelope
+) -> None:
+    """Chunks just below, at and above the size where the encoders splice the data in instead of copying it."""
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    chunk = dataclasses.replace(env, body=Chunk(payload_id, index, data))
+    assert_identical(decode(encode(chunk, codec), codec), chunk)
 
 
 @pytest.mark.parametrize("codec", CODECS)

@@ -30,7 +30,7 @@ from .envelope import PROTOCOL_VERSION, Envelope
 from .limits import DEFAULT_LIMITS, Limits
 from .nodeid import NodeId
 from .route import Route
-from .schema import REGISTRY, ObjectRef, Splicer, struct_from_plain, struct_to_plain
+from .schema import MAX_STRUCT_DEPTH, REGISTRY, ObjectRef, Splicer, struct_from_plain, struct_to_plain
 from .tensor import DTYPES, MAX_DIMS, TAG_TO_DTYPE, Tensor, tensor_problem
 
 __all__ = ["decode", "decode_plain", "encode", "encode_struct"]
@@ -122,7 +122,7 @@ def decode(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
     """Decode one CBOR frame into an Envelope; raises only ``DecodeError``."""
     try:
         plain = decode_plain(frame, limits)
-        return _envelope(plain)
+        return _envelope(plain, MAX_STRUCT_DEPTH - limits.max_depth + 1)
     except DecodeError:
         raise
     except RecursionError:
@@ -131,7 +131,7 @@ def decode(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
         raise DecodeError(f"malformed frame ({type(exc).__name__}: {exc})") from None
 
 
-def _envelope(plain: Any) -> Envelope:
+def _envelope(plain: Any, depth: int) -> Envelope:
     if type(plain) is not dict:
         raise DecodeError("frame is not a CBOR map")
     version = plain.get(1)
@@ -161,14 +161,14 @@ def _envelope(plain: Any) -> Envelope:
     if type(ttl) is not int or not 0 <= ttl < 2**32:
         raise DecodeError("missing or bad ttl")
     route_plain = plain.get(6)
-    route = None if route_plain is None else struct_from_plain(Route, route_plain, 1)
+    route = None if route_plain is None else struct_from_plain(Route, route_plain, depth + 1)
     if 9 not in plain:
         raise DecodeError("missing body")
-    body = struct_from_plain(cls, plain[9], 1)
+    body = struct_from_plain(cls, plain[9], depth + 1)
     return Envelope(
         body=body,
-        source=NodeId(src),
-        destination=None if dst is None else NodeId(dst),
+        source=NodeId.from_bytes(src),
+        destination=None if dst is None else NodeId.from_bytes(dst),
         msg_id=msg_id,
         reply_to=reply_to,
         route=route,
@@ -230,12 +230,20 @@ class _Decoder:
         if pos >= self.end:
             raise DecodeError("truncated frame")
         ib = self.buf[pos]
-        self.pos = pos + 1
+        self.pos = pos = pos + 1
+        if ib < 24:  # the commonest item: a small unsigned integer
+            return ib
         mt = ib >> 5
         ai = ib & 31
         if mt == 7:
             return self._simple(ai)
-        val = self._arg(ai)
+        if ai < 24:
+            val = ai
+        elif ai == 24 and pos < self.end:
+            val = self.buf[pos]
+            self.pos = pos + 1
+        else:
+            val = self._arg(ai)
         if mt == 0:
             return val
         if mt == 1:
@@ -251,15 +259,17 @@ class _Decoder:
                 return str(self.view[start : start + val], "utf-8")
             except UnicodeDecodeError:
                 raise DecodeError("text string is not valid UTF-8") from None
-        if depth >= self.max_depth:
-            raise DecodeError(f"nesting deeper than {self.max_depth}")
         if mt == 4:
+            if depth >= self.max_depth:
+                raise DecodeError(f"nesting deeper than {self.max_depth}")
             if val > self.max_coll:
                 raise DecodeError(f"array of {val} items exceeds the cap of {self.max_coll}")
             if val > self.end - self.pos:
                 raise DecodeError(f"array of {val} items overruns the frame")
             return [self.item(depth + 1) for _ in range(val)]
         if mt == 5:
+            if depth >= self.max_depth:
+                raise DecodeError(f"nesting deeper than {self.max_depth}")
             if val > self.max_coll:
                 raise DecodeError(f"map of {val} entries exceeds the cap of {self.max_coll}")
             if 2 * val > self.end - self.pos:
@@ -274,11 +284,11 @@ class _Decoder:
                 out[key] = self.item(depth + 1)
             return out
         # mt == 6: tags
+        # tags hold fixed shapes, so they are leaves for the nesting count
         if val == 39:
-            ref = self.item(depth + 1)
-            if type(ref) is not str:
+            if self.pos >= self.end or self.buf[self.pos] >> 5 != 3:
                 raise DecodeError("object reference (tag 39) must hold text")
-            return ObjectRef(ref)
+            return ObjectRef(self.item(depth))
         if val == 40:
             return self._tensor(depth)
         if val in TAG_TO_DTYPE:

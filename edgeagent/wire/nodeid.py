@@ -26,6 +26,8 @@ _ALPHABET: Final = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX: Final = {c: i for i, c in enumerate(_ALPHABET)}
 _PREFIX: Final = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
 NODE_ID_LEN: Final = len(_PREFIX) + 32
+_CACHE_SIZE: Final = 4096
+_CACHE: dict[bytes, NodeId] = {}
 
 
 def b58encode(data: bytes) -> str:
@@ -71,6 +73,18 @@ class NodeId:
                 f"{_PREFIX.hex()}, got {len(raw)} bytes"
             )
         object.__setattr__(self, "_bytes", raw)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> NodeId:
+        """The NodeId with this 38-byte wire form (decoders use this: ids repeat, so it caches)."""
+        hit = _CACHE.get(raw)
+        if hit is not None:
+            return hit
+        node = cls(raw)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[node._bytes] = node
+        return node
 
     @classmethod
     def from_public_key(cls, public_key: bytes) -> NodeId:

@@ -1,12 +1,15 @@
 """The protobuf codec, over the classes protoc generated from ``proto/edgeagent/v1``.
 
-Frames larger than ``Limits.max_collection`` bytes are walked once before
-parsing (:func:`_prescan`) so that no repeated field or map can exceed the
-collection cap and no nesting the depth cap: the parser then allocates only
-what was checked. Smaller frames cannot hold more elements than bytes, so they
-are parsed directly (nesting is capped by the parser's recursion limit and by
-the conversion). Chunk messages are encoded with their data appended after
-the serialised header, so the payload bytes are copied once.
+Frames larger than ``Limits.max_collection`` or ``Limits.max_tensor_bytes``
+bytes are walked once before parsing (:func:`_prescan`) so that no repeated
+field or map exceeds the collection cap, no tensor the tensor cap and no
+nesting the depth cap: the parser then allocates only what was checked.
+Smaller frames cannot hold more elements than bytes nor a tensor above the
+cap, so they are parsed directly; their nesting is capped by the parser's
+recursion limit (100) and by the conversion (``Limits.max_depth``).
+
+Chunk messages are encoded with their data appended after the serialised
+header, so the payload bytes are copied once.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .messages.payload import Chunk
 from .nodeid import NodeId
 from .protogen import snake
 from .route import Route
-from .schema import REGISTRY, Message, Splicer, struct_from_pb, struct_to_pb
+from .schema import MAX_STRUCT_DEPTH, REGISTRY, Message, Splicer, struct_from_pb, struct_to_pb
 
 __all__ = ["decode", "encode"]
 
@@ -89,8 +92,12 @@ def encode(env: Envelope) -> bytes:
 def _encode_chunk(pb: Any, chunk: Chunk) -> bytes:
     """Envelope{header, chunk{payload_id, index, data}} with data appended, not copied in."""
     sub = getattr(pb, _FIELD_OF_CODE[Chunk.TYPE_CODE]).__class__()
-    struct_to_pb(Chunk(chunk.payload_id, chunk.index, b""), sub)
-    head = sub.SerializeToString(deterministic=True)
+    try:
+        sub.payload_id = chunk.payload_id
+        sub.index = chunk.index
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"Chunk: {exc}") from None
+    head = sub.SerializeToString(deterministic=True)  # data (field 3) is appended below
     data = chunk.data
     data_head = b"\x1a" + _varint(len(data))  # field 3, wire type 2
     body_len = len(head) + len(data_head) + len(data)
@@ -106,11 +113,11 @@ def decode(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
     if n == 0:
         raise DecodeError("empty frame")
     try:
-        if n > limits.max_collection:
+        if n > limits.max_collection or n > limits.max_tensor_bytes:
             _prescan(memoryview(frame).cast("B"), limits)
         pb = _PbEnvelope()
         pb.ParseFromString(bytes(frame) if not isinstance(frame, bytes) else frame)
-        return _envelope(pb)
+        return _envelope(pb, MAX_STRUCT_DEPTH - limits.max_depth + 1)
     except DecodeError:
         raise
     except _PbDecodeError as exc:
@@ -121,7 +128,9 @@ def decode(frame: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
         raise DecodeError(f"malformed frame ({type(exc).__name__}: {exc})") from None
 
 
-def _envelope(pb: Any) -> Envelope:
+def _envelope(pb: Any, depth: int) -> Envelope:
+    """Convert a parsed Envelope. ``depth`` is the envelope's own level, counted so that the
+    conversion's nesting check refuses what the CBOR decoder refuses under the same limits."""
     if not pb.HasField("version") or pb.version < 1:
         raise DecodeError("missing or bad protocol version")
     if pb.version > PROTOCOL_VERSION:
@@ -133,12 +142,12 @@ def _envelope(pb: Any) -> Envelope:
     for name in ("msg_id", "source", "ttl"):
         if not pb.HasField(name):
             raise DecodeError(f"missing {name}")
-    route = struct_from_pb(Route, pb.route, 1) if pb.HasField("route") else None
-    body = struct_from_pb(cls, getattr(pb, which), 1)
+    route = struct_from_pb(Route, pb.route, depth + 1) if pb.HasField("route") else None
+    body = struct_from_pb(cls, getattr(pb, which), depth + 1)
     return Envelope(
         body=body,
-        source=NodeId(pb.source),
-        destination=NodeId(pb.destination) if pb.HasField("destination") else None,
+        source=NodeId.from_bytes(pb.source),
+        destination=NodeId.from_bytes(pb.destination) if pb.HasField("destination") else None,
         msg_id=pb.msg_id,
         reply_to=pb.reply_to if pb.HasField("reply_to") else None,
         route=route,
@@ -149,8 +158,10 @@ def _envelope(pb: Any) -> Envelope:
 
 # -- pre-scan -----------------------------------------------------------------
 
-_Plan = dict[int, tuple[bool, bool, Any]]  # field number -> (repeated, is_message, sub-descriptor)
+_Plan = dict[int, tuple[bool, bool, Any, bool]]  # number -> (repeated, is_message, sub-descriptor, packable)
+_NOT_PACKABLE: Final = {FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES}
 _PLANS: dict[str, _Plan] = {}
+_TENSOR_NAME: Final = "edgeagent.v1.Tensor"
 
 
 def _plan(desc: Descriptor) -> _Plan:
@@ -159,7 +170,8 @@ def _plan(desc: Descriptor) -> _Plan:
         plan = {}
         for f in desc.fields:
             is_msg = f.type == FieldDescriptor.TYPE_MESSAGE
-            plan[f.number] = (f.is_repeated, is_msg, f.message_type if is_msg else None)
+            packable = f.is_repeated and f.type not in _NOT_PACKABLE
+            plan[f.number] = (f.is_repeated, is_msg, f.message_type if is_msg else None, packable)
         _PLANS[desc.full_name] = plan
     return plan
 
@@ -185,7 +197,9 @@ def _prescan(buf: memoryview, limits: Limits) -> None:
 
 
 def _scan(buf: memoryview, pos: int, end: int, desc: Descriptor, depth: int, limits: Limits) -> None:
-    if depth > limits.max_depth:
+    # protobuf spends up to two message levels per value level (Value, ValueList), so this
+    # bound is loose; the exact cap is applied by the conversion after parsing
+    if depth > 2 * limits.max_depth + 4:
         raise DecodeError(f"nesting deeper than {limits.max_depth}")
     plan = _plan(desc)
     counts: dict[int, int] = {}
@@ -208,9 +222,11 @@ def _scan(buf: memoryview, pos: int, end: int, desc: Descriptor, depth: int, lim
             if length > end - pos:
                 raise DecodeError(f"field {number} of {length} bytes overruns its message")
             n_items = 1
+            if number == 3 and desc.full_name == _TENSOR_NAME and length > limits.max_tensor_bytes:
+                raise DecodeError(f"tensor of {length} bytes exceeds the cap of {limits.max_tensor_bytes}")
             if info is not None and info[1]:
                 _scan(buf, pos, pos + length, info[2], depth + 1, limits)
-            elif info is not None and info[0]:
+            elif info is not None and info[3]:
                 # packed scalars: count the varint terminators (upper bound for fixed widths)
                 n_items = sum(1 for b in buf[pos : pos + length] if b < 0x80) if length <= cap * 10 else cap + 1
             pos += length

@@ -253,21 +253,21 @@ class _NodeIdKind(Kind):
     def from_plain(self, v: Any, depth: int) -> Any:
         if type(v) is not bytes:
             raise _fail(f"expected NodeId bytes, got {type(v).__name__}")
-        return NodeId(v)
+        return NodeId.from_bytes(v)
 
     def pb_set(self, pb: Any, name: str, v: Any) -> None:
         self.check(v)
         setattr(pb, name, v.to_bytes())
 
     def pb_get(self, pb: Any, name: str, depth: int) -> Any:
-        return NodeId(getattr(pb, name))
+        return NodeId.from_bytes(getattr(pb, name))
 
     def pb_set_item(self, container: Any, v: Any) -> None:
         self.check(v)
         container.append(v.to_bytes())
 
     def pb_get_item(self, item: Any, depth: int) -> Any:
-        return NodeId(item)
+        return NodeId.from_bytes(item)
 
 
 class _TensorKind(Kind):
@@ -432,8 +432,7 @@ class _ValueKind(Kind):
             raise EncodeError(f"cannot carry a {t.__name__} as a value")
 
     def read(self, pb: Any, depth: int) -> Any:
-        if depth > 64:
-            raise _fail("value nested too deeply")
+        """Read a Value whose container (if it is a list or map) sits at ``depth``."""
         which = pb.WhichOneof("kind")
         if which is None or which == "null_value":
             return None
@@ -442,8 +441,12 @@ class _ValueKind(Kind):
         if which == "ref":
             return ObjectRef(pb.ref)
         if which == "list_value":
+            if depth > MAX_STRUCT_DEPTH:
+                raise _fail("nesting deeper than the depth cap")
             return [self.read(x, depth + 1) for x in pb.list_value.items]
         if which == "map_value":
+            if depth > MAX_STRUCT_DEPTH:
+                raise _fail("nesting deeper than the depth cap")
             return {k: self.read(x, depth + 1) for k, x in pb.map_value.entries.items()}
         return getattr(pb, which)
 
@@ -452,13 +455,13 @@ class _ValueKind(Kind):
         getattr(pb, name).SetInParent()
 
     def pb_get(self, pb: Any, name: str, depth: int) -> Any:
-        return self.read(getattr(pb, name), depth)
+        return self.read(getattr(pb, name), depth + 1)
 
     def pb_set_item(self, container: Any, v: Any) -> None:
         self.fill(container.add(), v)
 
     def pb_get_item(self, item: Any, depth: int) -> Any:
-        return self.read(item, depth)
+        return self.read(item, depth + 1)
 
 
 class Opt(Kind):
@@ -529,6 +532,8 @@ class Rep(Kind):
             add(container, x)
 
     def pb_get(self, pb: Any, name: str, depth: int) -> Any:
+        if depth + 1 > MAX_STRUCT_DEPTH:
+            raise _fail("nesting deeper than the depth cap")
         get = self.inner.pb_get_item
         return tuple([get(x, depth + 1) for x in getattr(pb, name)])
 
@@ -586,10 +591,12 @@ class StrMap(Kind):
             raise EncodeError("unsupported map value kind")
 
     def pb_get(self, pb: Any, name: str, depth: int) -> Any:
+        if depth + 1 > MAX_STRUCT_DEPTH:
+            raise _fail("nesting deeper than the depth cap")
         m = getattr(pb, name)
         inner = self.inner
         if isinstance(inner, _ValueKind):
-            return {k: inner.read(x, depth + 1) for k, x in m.items()}
+            return {k: inner.read(x, depth + 2) for k, x in m.items()}
         return dict(m.items())
 
     def pb_present(self, pb: Any, name: str) -> bool:
@@ -769,14 +776,18 @@ def struct_to_plain(obj: Struct, splice: Splicer) -> dict[int, Any]:
     return out
 
 
-MAX_STRUCT_DEPTH: Final = 64
+#: Conversions count nesting like the CBOR decoder does (one level per map, array,
+#: struct or repeated field; tensors and object references are leaves) and refuse
+#: to go past this. Codecs start the count at ``MAX_STRUCT_DEPTH - Limits.max_depth``
+#: so the refusal comes at the configured cap.
+MAX_STRUCT_DEPTH: Final = 1024
 
 
 def struct_from_plain(cls: type[Struct], d: Any, depth: int) -> Any:
     if type(d) is not dict:
         raise _fail(f"{cls.__name__}: expected a map, got {type(d).__name__}")
     if depth > MAX_STRUCT_DEPTH:
-        raise _fail("structs nested too deeply")
+        raise _fail("nesting deeper than the depth cap")
     kwargs: dict[str, Any] = {}
     for f in cls.WIRE_FIELDS:
         v = d.get(f.number, _ABSENT)
@@ -817,7 +828,7 @@ def struct_to_pb(obj: Struct, pb: Any) -> None:
 
 def struct_from_pb(cls: type[Struct], pb: Any, depth: int) -> Any:
     if depth > MAX_STRUCT_DEPTH:
-        raise _fail("structs nested too deeply")
+        raise _fail("nesting deeper than the depth cap")
     kwargs: dict[str, Any] = {}
     for f in cls.WIRE_FIELDS:
         kind = f.kind
