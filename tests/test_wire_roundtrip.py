@@ -326,6 +326,21 @@ def test_chunks_around_the_splice_threshold(
     assert_identical(decode(encode(chunk, codec), codec), chunk)
 
 
+@pytest.mark.parametrize("size", [0, Splicer.THRESHOLD - 1, Splicer.THRESHOLD, 300 * 1024])
+def test_spliced_frames_are_the_canonical_encodings(size: int) -> None:
+    """Splicing chunk data in gives exactly the bytes the libraries themselves would produce."""
+    from edgeagent.v1 import envelope_pb2
+
+    data = (bytes(range(251)) * (size // 251 + 1))[:size]
+    env = Envelope(Chunk(b"p" * 32, 7, data), SRC, destination=DST, msg_id=11)
+    pb_frame = encode(env, "protobuf")
+    parsed = envelope_pb2.Envelope()
+    parsed.ParseFromString(pb_frame)
+    assert parsed.SerializeToString(deterministic=True) == pb_frame
+    cbor_frame = encode(env, "cbor")
+    assert cbor2.dumps(cbor2.loads(cbor_frame)) == cbor_frame
+
+
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("wrap", [bytearray, memoryview])
 def test_large_chunk_from_buffer_types(codec: str, wrap: type) -> None:

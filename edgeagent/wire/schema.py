@@ -137,80 +137,38 @@ def _fail(msg: str) -> DecodeError:
     return DecodeError(msg)
 
 
-class _UInt(Kind):
-    def __init__(self, bits: int) -> None:
-        self.max = 2**bits - 1
-        self.proto = f"uint{bits}"
+class _Scalar(Kind):
+    """A protobuf scalar carried as one Python type, range-checked when ``lo``/``hi`` are set.
+
+    Integers accept int subclasses such as IntEnum members (never bool) and
+    travel as plain ints; doubles accept ints and travel as floats.
+    """
+
+    def __init__(self, proto: str, pytype: type, lo: int | None = None, hi: int | None = None) -> None:
+        self.proto = proto
+        self.pytype = pytype
+        self.lo = lo
+        self.hi = hi
+
+    def _in_range(self, v: Any) -> bool:
+        return self.lo is None or self.lo <= v <= (self.hi if self.hi is not None else v)
 
     def check(self, v: Any) -> None:
-        if type(v) is not int and (not isinstance(v, int) or isinstance(v, bool)):
+        t = type(v)
+        if t is not self.pytype and (t is bool or not isinstance(v, int) or self.pytype not in (int, float)):
             raise EncodeError(f"expected {self.proto}, got {v!r}")
-        if not 0 <= v <= self.max:
+        if not self._in_range(v):
             raise EncodeError(f"{v} is outside {self.proto}")
+        if t is int and self.pytype is float and abs(v) > 2**1023:
+            raise EncodeError(f"a {v.bit_length()}-bit integer is too large for a double")
 
     def to_plain(self, v: Any, splice: Splicer) -> Any:
         self.check(v)
-        return int(v)  # IntEnum members travel as plain integers
+        return v if type(v) is self.pytype else self.pytype(v)
 
     def from_plain(self, v: Any, depth: int) -> Any:
-        if type(v) is not int or not 0 <= v <= self.max:
+        if type(v) is not self.pytype or not self._in_range(v):
             raise _fail(f"expected {self.proto}, got {type(v).__name__}")
-        return v
-
-
-class _SInt(Kind):
-    proto = "sint64"
-
-    def check(self, v: Any) -> None:
-        if type(v) is not int or not I64_MIN <= v <= I64_MAX:
-            raise EncodeError(f"expected int64, got {v!r}")
-
-    def from_plain(self, v: Any, depth: int) -> Any:
-        if type(v) is not int or not I64_MIN <= v <= I64_MAX:
-            raise _fail(f"expected int64, got {type(v).__name__}")
-        return v
-
-
-class _F64(Kind):
-    proto = "double"
-
-    def check(self, v: Any) -> None:
-        if type(v) is not float and type(v) is not int:
-            raise EncodeError(f"expected float, got {v!r}")
-
-    def to_plain(self, v: Any, splice: Splicer) -> Any:
-        self.check(v)
-        return float(v)
-
-    def from_plain(self, v: Any, depth: int) -> Any:
-        if type(v) is not float:
-            raise _fail(f"expected float, got {type(v).__name__}")
-        return v
-
-
-class _Bool(Kind):
-    proto = "bool"
-
-    def check(self, v: Any) -> None:
-        if type(v) is not bool:
-            raise EncodeError(f"expected bool, got {v!r}")
-
-    def from_plain(self, v: Any, depth: int) -> Any:
-        if type(v) is not bool:
-            raise _fail(f"expected bool, got {type(v).__name__}")
-        return v
-
-
-class _Str(Kind):
-    proto = "string"
-
-    def check(self, v: Any) -> None:
-        if type(v) is not str:
-            raise EncodeError(f"expected str, got {type(v).__name__}")
-
-    def from_plain(self, v: Any, depth: int) -> Any:
-        if type(v) is not str:
-            raise _fail(f"expected text, got {type(v).__name__}")
         return v
 
 
@@ -849,12 +807,12 @@ class _Absent:
 
 _ABSENT: Final = _Absent()
 
-U64: Final[Kind] = _UInt(64)
-U32: Final[Kind] = _UInt(32)
-I64: Final[Kind] = _SInt()
-F64: Final[Kind] = _F64()
-BOOL: Final[Kind] = _Bool()
-STR: Final[Kind] = _Str()
+U64: Final[Kind] = _Scalar("uint64", int, 0, U64_MAX)
+U32: Final[Kind] = _Scalar("uint32", int, 0, 2**32 - 1)
+I64: Final[Kind] = _Scalar("sint64", int, I64_MIN, I64_MAX)
+F64: Final[Kind] = _Scalar("double", float)
+BOOL: Final[Kind] = _Scalar("bool", bool)
+STR: Final[Kind] = _Scalar("string", str)
 BYTES: Final[Kind] = _Bytes()
 NODEID: Final[Kind] = _NodeIdKind()
 TENSOR: Final = _TensorKind()
