@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from edgeagent.v1 import common_pb2 as edgeagent_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64geagent/v1/link.proto\x12\x0c\x65\x64geagent.v1\x1a\x19\x65\x64geagent/v1/common.proto\"\xf9\x01\n\x05Hello\x12\x14\n\x07node_id\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x10\n\x08versions\x18\x02 \x03(\r\x12\x0e\n\x06\x63odecs\x18\x03 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\x04role\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06listen\x18\x06 \x03(\t\x12\x19\n\x0cnetwork_kind\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07metered\x18\x08 \x01(\x08H\x03\x88\x01\x01\x12\x12\n\x05\x61gent\x18\t \x01(\tH\x04\x88\x01\x01\x42\n\n\x08_node_idB\x07\n\x05_roleB\x0f\n\r_network_kindB\n\n\x08_meteredB\x08\n\x06_agent\"F\n\x04Ping\x12\x12\n\x05nonce\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x14\n\x07padding\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x42\x08\n\x06_nonceB\n\n\x08_padding\"$\n\x04Pong\x12\x12\n\x05nonce\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x08\n\x06_nonce\"C\n\x05\x43lose\x12\x11\n\x04\x63ode\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06reason\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_codeB\t\n\x07_reason\".\n\x08Response\x12\"\n\x05value\x18\x01 \x01(\x0b\x32\x13.edgeagent.v1.Value\"s\n\x05\x45rror\x12\x11\n\x04\x63ode\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06reason\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x0eretry_after_ms\x18\x03 \x01(\rH\x02\x88\x01\x01\x42\x07\n\x05_codeB\t\n\x07_reasonB\x11\n\x0f_retry_after_msb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65\x64geagent/v1/link.proto\x12\x0c\x65\x64geagent.v1\x1a\x19\x65\x64geagent/v1/common.proto\"V\n\x0eHandshakeOffer\x12\x10\n\x08versions\x18\x01 \x03(\r\x12\x0e\n\x06\x63odecs\x18\x02 \x03(\t\x12\x15\n\x08insecure\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_insecure\"~\n\x10HandshakePayload\x12\x14\n\x07node_id\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x16\n\tsignature\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x12\"\n\x05hello\x18\x03 \x01(\x0b\x32\x13.edgeagent.v1.HelloB\n\n\x08_node_idB\x0c\n\n_signature\"\xf9\x01\n\x05Hello\x12\x14\n\x07node_id\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x10\n\x08versions\x18\x02 \x03(\r\x12\x0e\n\x06\x63odecs\x18\x03 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x11\n\x04role\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x06listen\x18\x06 \x03(\t\x12\x19\n\x0cnetwork_kind\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07metered\x18\x08 \x01(\x08H\x03\x88\x01\x01\x12\x12\n\x05\x61gent\x18\t \x01(\tH\x04\x88\x01\x01\x42\n\n\x08_node_idB\x07\n\x05_roleB\x0f\n\r_network_kindB\n\n\x08_meteredB\x08\n\x06_agent\"F\n\x04Ping\x12\x12\n\x05nonce\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x14\n\x07padding\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x42\x08\n\x06_nonceB\n\n\x08_padding\"$\n\x04Pong\x12\x12\n\x05nonce\x18\x01 \x01(\x04H\x00\x88\x01\x01\x42\x08\n\x06_nonce\"C\n\x05\x43lose\x12\x11\n\x04\x63ode\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06reason\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_codeB\t\n\x07_reason\".\n\x08Response\x12\"\n\x05value\x18\x01 \x01(\x0b\x32\x13.edgeagent.v1.Value\"s\n\x05\x45rror\x12\x11\n\x04\x63ode\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06reason\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x0eretry_after_ms\x18\x03 \x01(\rH\x02\x88\x01\x01\x42\x07\n\x05_codeB\t\n\x07_reasonB\x11\n\x0f_retry_after_msb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgeagent.v1.link_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HELLO']._serialized_start=69
-  _globals['_HELLO']._serialized_end=318
-  _globals['_PING']._serialized_start=320
-  _globals['_PING']._serialized_end=390
-  _globals['_PONG']._serialized_start=392
-  _globals['_PONG']._serialized_end=428
-  _globals['_CLOSE']._serialized_start=430
-  _globals['_CLOSE']._serialized_end=497
-  _globals['_RESPONSE']._serialized_start=499
-  _globals['_RESPONSE']._serialized_end=545
-  _globals['_ERROR']._serialized_start=547
-  _globals['_ERROR']._serialized_end=662
+  _globals['_HANDSHAKEOFFER']._serialized_start=68
+  _globals['_HANDSHAKEOFFER']._serialized_end=154
+  _globals['_HANDSHAKEPAYLOAD']._serialized_start=156
+  _globals['_HANDSHAKEPAYLOAD']._serialized_end=282
+  _globals['_HELLO']._serialized_start=285
+  _globals['_HELLO']._serialized_end=534
+  _globals['_PING']._serialized_start=536
+  _globals['_PING']._serialized_end=606
+  _globals['_PONG']._serialized_start=608
+  _globals['_PONG']._serialized_end=644
+  _globals['_CLOSE']._serialized_start=646
+  _globals['_CLOSE']._serialized_end=713
+  _globals['_RESPONSE']._serialized_start=715
+  _globals['_RESPONSE']._serialized_end=761
+  _globals['_ERROR']._serialized_start=763
+  _globals['_ERROR']._serialized_end=878
 # @@protoc_insertion_point(module_scope)

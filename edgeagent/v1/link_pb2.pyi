@@ -7,6 +7,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HandshakeOffer(_message.Message):
+    __slots__ = ("versions", "codecs", "insecure")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CODECS_FIELD_NUMBER: _ClassVar[int]
+    INSECURE_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    codecs: _containers.RepeatedScalarFieldContainer[str]
+    insecure: bool
+    def __init__(self, versions: _Optional[_Iterable[int]] = ..., codecs: _Optional[_Iterable[str]] = ..., insecure: _Optional[bool] = ...) -> None: ...
+
+class HandshakePayload(_message.Message):
+    __slots__ = ("node_id", "signature", "hello")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    node_id: bytes
+    signature: bytes
+    hello: Hello
+    def __init__(self, node_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ...) -> None: ...
+
 class Hello(_message.Message):
     __slots__ = ("node_id", "versions", "codecs", "capabilities", "role", "listen", "network_kind", "metered", "agent")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .discovery import PeerList, PeerRecord, RouteReply, RouteRequest
 from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, RoundStart, Update
-from .link import Close, Error, ErrorCode, Hello, Ping, Pong, Response
+from .link import Close, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
 from .payload import HASH_SIZES, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
 from .signalling import Answer, Candidate, Offer
 from .worker import (
@@ -31,6 +31,8 @@ __all__ = [
     "ErrorCode",
     "ForceObjectDeleteMessage",
     "GetShapeMessage",
+    "HandshakeOffer",
+    "HandshakePayload",
     "Have",
     "Hello",
     "IndexRange",

@@ -7,9 +7,9 @@ from enum import IntEnum
 from typing import Any
 
 from ..nodeid import NodeId
-from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, VALUE, Message, Rep, fld, message
+from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, VALUE, Message, Rep, StructKind, Struct, fld, message, struct
 
-__all__ = ["Close", "Error", "ErrorCode", "Hello", "Ping", "Pong", "Response"]
+__all__ = ["Close", "Error", "ErrorCode", "HandshakeOffer", "HandshakePayload", "Hello", "Ping", "Pong", "Response"]
 
 
 @message(16)
@@ -26,6 +26,31 @@ class Hello(Message):
     network_kind: str = fld(7, STR, "wifi, ethernet, cellular, loopback or unknown", default="unknown")
     metered: bool = fld(8, BOOL, "true when the sender's bytes are metered", default=False)
     agent: str = fld(9, STR, 'software and version, e.g. "edgeagent/0.1.0"', default="")
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class HandshakeOffer(Struct):
+    """Payload of the first (unauthenticated, transcript-bound) Noise message from the dialler."""
+
+    versions: tuple[int, ...] = fld(1, Rep(U32), "protocol versions the dialler speaks")
+    codecs: tuple[str, ...] = fld(2, Rep(STR), "codecs the dialler accepts, preferred first")
+    insecure: bool = fld(3, BOOL, "ask for plaintext records after the handshake (benchmarks only)", default=False)
+
+
+@struct
+@dataclass(frozen=True, slots=True)
+class HandshakePayload(Struct):
+    """Payload of Noise messages 2 and 3: proves the sender's NodeId owns its Noise static key.
+
+    ``signature`` is the Ed25519 signature by ``node_id`` over
+    ``b"edgeagent-noise-static-key:" + <the sender's X25519 static public key>``.
+    The responder's Hello names the chosen version and codec first.
+    """
+
+    node_id: NodeId = fld(1, NODEID, "the sender")
+    signature: bytes = fld(2, BYTES, "Ed25519 signature binding the Noise static key to node_id")
+    hello: Hello = fld(3, StructKind(Hello), "the sender's Hello")
 
 
 @message(17)

@@ -1,0 +1,312 @@
+"""The Link: a Connection over any FrameTransport (the asyncio driver of the pure link core).
+
+It runs the handshake, then two tasks: a reader (records -> frames ->
+envelopes; answers Pings, refuses what an unauthorised peer may not ask,
+queues the rest for the application with a bounded queue, so a slow
+application stops the reading and TCP's window slows the sender) and a
+keepalive (Pings an idle link, measures RTT, declares the link dead when
+nothing arrives for ``dead_after`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Final
+
+from ..exceptions import (
+    DecodeError,
+    EdgeAgentError,
+    EncodeError,
+    HandshakeError,
+    LinkClosed,
+    LinkError,
+    LinkTimeout,
+    RemoteProtocolError,
+)
+from ..identity import Identity
+from ..wire import Close, Codec, Envelope, Error, ErrorCode, Hello, NodeId, Ping, Pong, decode, encode
+from .base import UNAUTHORISED_ALLOWED, Connection, FrameTransport, LinkOptions, LinkStats
+from .handshake import Handshake, HandshakeResult
+from .records import RecordReader, RecordWriter
+
+__all__ = ["Link", "establish"]
+
+log = logging.getLogger(__name__)
+_MAX_CONTROL_TASKS: Final = 16
+_CLOSE_TIMEOUT: Final = 2.0
+
+
+class _QuietLog:
+    """Peer-caused warnings: the first few per minute at WARNING, the rest at DEBUG (flaky radios flood logs)."""
+
+    def __init__(self, per_minute: int = 10) -> None:
+        self.per_minute = per_minute
+        self.window = 0.0
+        self.count = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.window > 60:
+            self.window, self.count = now, 0
+        self.count += 1
+        log.log(logging.WARNING if self.count <= self.per_minute else logging.DEBUG, msg, *args)
+
+
+peer_log = _QuietLog()
+
+
+async def establish(
+    transport: FrameTransport,
+    identity: Identity,
+    options: LinkOptions,
+    *,
+    initiator: bool,
+    expected_peer: NodeId | None = None,
+) -> Link:
+    """Run the handshake over ``transport`` and return the Link; closes the transport on failure."""
+    hs = Handshake(identity, initiator, options, expected_peer)
+    try:
+        async with asyncio.timeout(options.handshake_timeout):
+            if initiator:
+                await transport.send(hs.start())
+            while hs.result is None:
+                reply = hs.receive(await transport.recv())
+                if reply is not None:
+                    await transport.send(reply)
+    except TimeoutError:
+        await transport.close(1008, "handshake timeout")
+        raise LinkTimeout(f"handshake with {transport.remote_address} timed out after {options.handshake_timeout}s") from None
+    except HandshakeError as exc:
+        await transport.close(1008, "handshake failed")
+        raise HandshakeError(f"handshake with {transport.remote_address} failed: {exc}") from None
+    except LinkError:
+        await transport.close(1011, "handshake aborted")
+        raise
+    return Link(transport, hs.result, identity, options)
+
+
+class Link(Connection):
+    """An authenticated, encrypted link to one peer over one transport."""
+
+    def __init__(self, transport: FrameTransport, result: HandshakeResult, identity: Identity, options: LinkOptions):
+        self.transport = transport
+        self.identity = identity
+        self.options = options
+        self.peer: NodeId = result.peer
+        self.local: NodeId = identity.node_id
+        self.codec: Codec = result.codec
+        self.version = result.version
+        self.cipher = "none" if result.insecure else result.cipher
+        self.transport_kind = transport.kind
+        self.peer_hello: Hello = result.peer_hello
+        self.authorised = options.authorize is None or options.authorize(result.peer)
+        self.stats = LinkStats(network_kind=options.network_kind, cost_per_gb=options.cost_per_gb)
+        self._writer = RecordWriter(result.send, transport.max_message_size)
+        self._reader = RecordReader(result.recv, options.limits.max_frame)
+        self._inbox: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=options.recv_queue)
+        self._send_lock = asyncio.Lock()
+        self._pings: dict[int, tuple[float, asyncio.Future[float] | None]] = {}
+        self._control: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        self.close_error: LinkError | None = None
+        self._last_rx = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"link-read-{self.peer.short()}"),
+            asyncio.create_task(self._keepalive_loop(), name=f"link-keepalive-{self.peer.short()}"),
+        ]
+
+    def __repr__(self) -> str:
+        return f"<Link {self.transport_kind} {self.peer.short()} {self.codec} {self.cipher}>"
+
+    @property
+    def max_message_size(self) -> int:
+        return self.transport.max_message_size
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, env: Envelope) -> None:
+        if self.closed:
+            raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
+        frame = encode(env, self.codec)
+        await self._send_frame(frame)
+
+    async def _send_frame(self, frame: bytes) -> None:
+        async with self._send_lock:
+            for message in self._writer.pack(frame):
+                try:
+                    await self.transport.send(message)
+                except LinkError as exc:
+                    await self._shutdown(exc, send_close=False)
+                    raise
+                self.stats.bytes_sent += len(message)
+            self.stats.frames_sent += 1
+
+    def _send_control(self, body: Ping | Pong | Error | Close, reply_to: int | None = None) -> None:
+        """Send a small control message without blocking the reader (bounded)."""
+        if len(self._control) >= _MAX_CONTROL_TASKS or self.closed:
+            return
+        env = Envelope(body, self.local, destination=self.peer, reply_to=reply_to)
+
+        async def run() -> None:
+            try:
+                await self.send(env)
+            except (LinkError, EncodeError):
+                pass
+
+        task = asyncio.create_task(run())
+        self._control.add(task)
+        task.add_done_callback(self._control.discard)
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip time to the peer in milliseconds (also feeds the RTT EWMA)."""
+        nonce = secrets.randbits(64)
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[nonce] = (time.monotonic(), fut)
+        try:
+            await self.send(Envelope(Ping(nonce), self.local, destination=self.peer))
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            self.stats.failures += 1
+            raise LinkTimeout(f"no Pong from {self.peer} within {timeout}s") from None
+        finally:
+            self._pings.pop(nonce, None)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def recv(self) -> Envelope:
+        if self.closed and self._inbox.empty():
+            raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
+        env = await self._inbox.get()
+        if env is None:
+            self._inbox.put_nowait(None)  # wake other readers too
+            raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
+        return env
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                message = await self.transport.recv()
+                self._last_rx = time.monotonic()
+                self.stats.bytes_received += len(message)
+                for frame in self._reader.feed(message):
+                    self.stats.frames_received += 1
+                    await self._dispatch(frame)
+        except LinkError as exc:
+            await self._shutdown(exc)
+        except RemoteProtocolError as exc:
+            peer_log.warning("link %s: dropping peer %s: %s", self.transport.remote_address, self.peer, exc)
+            await self._shutdown(LinkClosed(f"peer broke the record protocol: {exc}"), code=1002)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: close the link, keep the node
+            log.exception("link %s: reader failed", self.peer)
+            await self._shutdown(LinkError(f"internal error: {exc}"), code=1011)
+
+    async def _dispatch(self, frame: bytes) -> None:
+        try:
+            env = decode(frame, self.codec, self.options.limits)
+        except DecodeError as exc:
+            peer_log.warning("link %s: undecodable frame from %s: %s", self.transport.remote_address, self.peer, exc)
+            self._send_control(Error(ErrorCode.DECODE, str(exc)))
+            return
+        if env.source != self.peer and not self.authorised:
+            self._refuse(env, "unauthorised peers may only speak for themselves")
+            return
+        body = env.body
+        if isinstance(body, Ping):
+            self._send_control(Pong(body.nonce), reply_to=env.msg_id)
+            return
+        if isinstance(body, Pong):
+            entry = self._pings.pop(body.nonce, None)
+            if entry is not None:
+                ms = (time.monotonic() - entry[0]) * 1000
+                self.stats.add_rtt(ms)
+                self.stats.failures = 0
+                if entry[1] is not None and not entry[1].done():
+                    entry[1].set_result(ms)
+            return
+        if isinstance(body, Close):
+            await self._shutdown(LinkClosed(f"peer closed the link ({body.code}: {body.reason})"), send_close=False)
+            return
+        if not self.authorised and type(body).__name__ not in UNAUTHORISED_ALLOWED:
+            self._refuse(env, f"{self.peer} is not authorised to send {type(body).__name__}")
+            return
+        await self._inbox.put(env)
+
+    def _refuse(self, env: Envelope, reason: str) -> None:
+        self.stats.refused += 1
+        peer_log.warning("link %s: refused %s", self.peer.short(), reason)
+        self._send_control(Error(ErrorCode.UNAUTHORIZED, reason), reply_to=env.msg_id)
+
+    # -- health --------------------------------------------------------------------------
+
+    async def _keepalive_loop(self) -> None:
+        opts = self.options
+        tick = min(opts.keepalive, opts.dead_after / 3)
+        last_sent, last_recv, last_t = self.stats.bytes_sent, self.stats.bytes_received, time.monotonic()
+        last_ping = 0.0
+        try:
+            while not self.closed:
+                await asyncio.sleep(tick)
+                now = time.monotonic()
+                self.stats.add_rates(self.stats.bytes_sent - last_sent, self.stats.bytes_received - last_recv, now - last_t)
+                last_sent, last_recv, last_t = self.stats.bytes_sent, self.stats.bytes_received, now
+                if now - self._last_rx > opts.dead_after:
+                    peer_log.warning("link %s: dead (nothing for %.1fs)", self.peer, now - self._last_rx)
+                    await self._shutdown(LinkTimeout(f"link to {self.peer} dead: nothing received for {opts.dead_after}s"))
+                    return
+                if now - self._last_rx >= opts.keepalive and now - last_ping >= opts.keepalive:
+                    if any(f is None for _, f in self._pings.values()):
+                        self.stats.failures += 1
+                    nonce = secrets.randbits(64)
+                    self._pings = {k: v for k, v in self._pings.items() if v[1] is not None}
+                    self._pings[nonce] = (now, None)
+                    last_ping = now
+                    self._send_control(Ping(nonce))
+        except asyncio.CancelledError:
+            pass
+
+    # -- closing -------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._shutdown(LinkClosed(f"link to {self.peer} closed locally"), code=code, reason=reason)
+
+    async def _shutdown(
+        self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True
+    ) -> None:
+        if self.closed:
+            return
+        self._closed.set()
+        self.close_error = error
+        if send_close and not self.transport.closed and not isinstance(error, LinkTimeout):
+            try:
+                frame = encode(Envelope(Close(code, reason[:120]), self.local, destination=self.peer), self.codec)
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await self._send_frame(frame)
+            except (TimeoutError, EdgeAgentError):
+                pass
+        await self.transport.close(code, reason)
+        current = asyncio.current_task()
+        for task in [*self._tasks, *self._control]:
+            if task is not current:
+                task.cancel()
+        for _, fut in self._pings.values():
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+        # wake a waiting reader; a full queue has no waiting reader, and what it
+        # holds is still delivered before recv() reports the close
+        try:
+            self._inbox.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
