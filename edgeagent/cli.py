@@ -12,9 +12,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .exceptions import EdgeAgentError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .links.base import LinkOptions
+    from .wire import NodeId
 
 __all__ = ["default_state_dir", "main"]
 
@@ -56,6 +61,152 @@ def cmd_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_id_arg(text: str) -> NodeId:
+    from .exceptions import DecodeError
+    from .wire import NodeId
+
+    try:
+        return NodeId.parse(text)
+    except DecodeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _link_options(args: argparse.Namespace) -> LinkOptions:
+    from .config import load_config
+    from .links.base import LinkOptions
+
+    cfg = load_config(Path(args.config) if args.config else None)
+    metered = False if args.metered is None else args.metered
+    return LinkOptions(limits=cfg.limits, insecure=args.insecure, network_kind=args.network, metered=metered)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_run_node(args, role="domain" if args.command == "domain" else "device"))
+
+
+async def _run_node(args: argparse.Namespace, role: str) -> int:
+    import asyncio
+    import signal
+
+    from .identity import Identity
+    from .node import Node, NodeConfig
+
+    state = _state(args)
+    ident, _ = Identity.load_or_create(state)
+    allow = None if args.open else set(args.allow or ())
+    config = NodeConfig(
+        role=role,
+        listen=list(args.listen or ()),
+        peers=list(getattr(args, "peer", None) or ()),
+        domain=getattr(args, "domain", None),
+        allow=allow,
+        link=_link_options(args),
+    )
+    node = Node(ident, state, config)
+    await node.start()
+    print(
+        json.dumps({"event": "started", "node_id": str(ident.node_id), "role": role, "listen": node.listen_urls}),
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_ping(args))
+
+
+async def _ping(args: argparse.Namespace) -> int:
+    import asyncio
+    import statistics
+    import time
+
+    from .identity import Identity
+    from .links.base import LinkOptions
+    from .links.websocket import dial
+
+    key = _state(args) / "identity.key"
+    ident = Identity.load(key) if key.exists() else Identity.generate()
+    t0 = time.perf_counter()
+    link = await dial(args.url, ident, LinkOptions(insecure=args.insecure), expected_peer=args.expect)
+    handshake_ms = (time.perf_counter() - t0) * 1000
+    rtts = []
+    try:
+        if not args.json:
+            print(
+                f"linked to {link.peer} over {link.transport_kind} ({link.codec}, {link.cipher}) "
+                f"in {handshake_ms:.1f} ms"
+            )
+        for i in range(args.count):
+            ms = await link.ping(timeout=args.timeout)
+            rtts.append(ms)
+            if not args.json:
+                print(f"pong from {link.peer.short()}: seq={i} rtt={ms:.3f} ms")
+            if i + 1 < args.count:
+                await asyncio.sleep(args.interval)
+    finally:
+        await link.close()
+    result = {
+        "url": args.url,
+        "peer": str(link.peer),
+        "transport": link.transport_kind,
+        "codec": link.codec,
+        "cipher": link.cipher,
+        "handshake_ms": round(handshake_ms, 3),
+        "rtt_ms": [round(r, 3) for r in rtts],
+        "rtt_ms_median": round(statistics.median(rtts), 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{len(rtts)} pings: median {result['rtt_ms_median']} ms, min {min(rtts):.3f}, max {max(rtts):.3f}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .node import control_request
+
+    reply = asyncio.run(control_request(_state(args), "status"))
+    st = reply["status"]
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"node {st['node_id']} ({st['role']}), up {st['uptime_s']} s, listening on {', '.join(st['listen']) or '-'}")
+    print(f"bytes sent {st['bytes_sent_total']}, received {st['bytes_received_total']}")
+    for ln in st["links"]:
+        rtt = "-" if ln["rtt_ms"] is None else f"{ln['rtt_ms']:.2f} ms"
+        print(
+            f"  {ln['peer']} {ln['transport']} {ln['codec']} rtt {rtt} sent {ln['bytes_sent']} "
+            f"recv {ln['bytes_received']}{'' if ln['authorised'] else ' (unauthorised)'}"
+        )
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .node import control_request
+
+    reply = asyncio.run(control_request(_state(args), "peers"))
+    if args.json:
+        print(json.dumps(reply["peers"], indent=2))
+    else:
+        for p in reply["peers"]:
+            print(f"{p['node_id']} {p['role']} {p['network_kind']} {' '.join(p['addresses'])}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -80,6 +231,54 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("id", help="print this node's NodeId")
     state_opt(sp)
     sp.set_defaults(func=cmd_id)
+
+    def node_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--state", metavar="DIR", help="state directory (default: the platform's user state dir)")
+        sp.add_argument("--config", metavar="FILE", help="TOML config (see configs/edgeagent.example.toml)")
+        sp.add_argument("--listen", metavar="URL", action="append", help="accept links here, e.g. ws://0.0.0.0:7400")
+        sp.add_argument(
+            "--allow", metavar="NODEID", action="append", type=_node_id_arg, help="authorise this peer (repeatable)"
+        )
+        sp.add_argument("--open", action="store_true", help="authorise every authenticated peer")
+        sp.add_argument(
+            "--network",
+            choices=["wifi", "ethernet", "cellular", "loopback", "unknown"],
+            default="unknown",
+            help="this node's network kind (overrides detection)",
+        )
+        m = sp.add_mutually_exclusive_group()
+        m.add_argument(
+            "--metered", dest="metered", action="store_true", default=None, help="this node's bytes are metered"
+        )
+        m.add_argument("--unmetered", dest="metered", action="store_false", help="this node's bytes are not metered")
+        sp.add_argument(
+            "--insecure", action="store_true", help="plaintext records after the handshake (benchmarks only)"
+        )
+
+    sp = sub.add_parser("domain", help="run a domain node (authorises devices, forwards between them)")
+    node_opts(sp)
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("run", help="run a device node")
+    node_opts(sp)
+    sp.add_argument("--domain", metavar="URL", help="this node's domain")
+    sp.add_argument("--peer", metavar="URL", action="append", help="a static peer to keep a link to (repeatable)")
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("ping", help="link to a node (real handshake) and measure round-trip time")
+    sp.add_argument("url", help="ws:// or wss:// URL of the node")
+    sp.add_argument("--count", type=int, default=4, help="pings to send (default 4)")
+    sp.add_argument("--interval", type=float, default=0.2, help="seconds between pings (default 0.2)")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each Pong (default 5)")
+    sp.add_argument("--expect", metavar="NODEID", type=_node_id_arg, help="fail unless this node answers")
+    sp.add_argument("--insecure", action="store_true", help="ask for a plaintext link (the node must allow it)")
+    state_opt(sp)
+    sp.set_defaults(func=cmd_ping)
+    for name, func, text in (
+        ("status", cmd_status, "what a running node is doing"),
+        ("peers", cmd_peers, "the peers a running node knows"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        state_opt(sp)
+        sp.set_defaults(func=func)
     sp = sub.add_parser("demo", help="run the embedded local demo (a domain and agents on loopback)")
     sp.add_argument("--agents", type=int, default=3, help="number of agents (1-16, default 3)")
     sp.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -97,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo" and not 1 <= args.agents <= 16:
         parser.error("--agents must be between 1 and 16")
+    if args.command == "ping" and not 1 <= args.count <= 100_000:
+        parser.error("--count must be between 1 and 100000")
+    if args.command in ("run", "domain") and args.open and args.allow:
+        parser.error("--open and --allow exclude each other")
     try:
         return int(args.func(args))
     except EdgeAgentError as exc:

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..wire import Envelope, Hello, Limits, NodeId
-from ..wire import Codec as Codec
+from ..wire import Codec, Envelope, Hello, Limits, NodeId
 
 __all__ = ["Codec", "Connection", "FrameTransport", "LinkOptions", "LinkStats"]
 
@@ -107,6 +106,7 @@ class LinkOptions:
     ``keepalive``         seconds between Pings on an idle link;
     ``dead_after``        seconds without any frame before the link is declared dead;
     ``recv_queue``        envelopes buffered for the application before reading stops (backpressure);
+    ``network_kind``, ``metered``, ``cost_per_gb``: this side's network, told to peers in Hello;
     ``authorize``         predicate: may this NodeId use more than ping and peer records? (None: everyone).
     """
 
@@ -119,6 +119,7 @@ class LinkOptions:
     recv_queue: int = 64
     limits: Limits = field(default_factory=Limits)
     network_kind: str = "unknown"
+    metered: bool = False
     cost_per_gb: float = 0.0
     role: str = "device"
     listen: tuple[str, ...] = ()

@@ -65,7 +65,7 @@ def _choose_cipher(option: str) -> str:
 
 def _decode_struct(cls: type, data: bytes) -> object:
     try:
-        return struct_from_plain(cls, decode_plain(data), _MAX_PAYLOAD_DEPTH)  # type: ignore[arg-type]
+        return struct_from_plain(cls, decode_plain(data), _MAX_PAYLOAD_DEPTH)
     except DecodeError as exc:
         raise HandshakeError(f"bad handshake payload: {exc}") from None
 
@@ -105,7 +105,7 @@ class Handshake:
             role=o.role,
             listen=o.listen,
             network_kind=o.network_kind,
-            metered=False,
+            metered=o.metered,
             agent=f"edgeagent/{__version__}",
         )
 
@@ -181,9 +181,9 @@ class Handshake:
                 raise HandshakeError("listener did not name a version and codec")
             version, codec = hello.versions[0], hello.codecs[0]
             assert self._offer is not None
-            if version not in self._offer.versions or codec not in self._offer.codecs:
+            if version not in self._offer.versions or codec not in self._offer.codecs or codec not in _SUPPORTED_CODECS:
                 raise HandshakeError(f"listener chose version {version} / codec {codec!r}, which were not offered")
-            self._chosen = (version, codec)  # type: ignore[assignment]
+            self._chosen = (version, "cbor" if codec == "cbor" else "protobuf")
             reply = self._noise.write_message(self._payload(self._hello((version,), (codec,))))
             self._finish(peer)
             return reply
@@ -214,6 +214,6 @@ class Handshake:
         codecs = [c for c in offer.codecs if c in self.options.codecs and c in _SUPPORTED_CODECS]
         if not codecs:
             raise HandshakeError(f"no common codec (peer offers {list(offer.codecs)})")
-        self._chosen = (max(versions), codecs[0])  # type: ignore[assignment]
+        self._chosen = (max(versions), codecs[0])
         hello = self._hello((max(versions),), (codecs[0],))
         return self._noise.write_message(self._payload(hello))

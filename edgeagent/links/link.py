@@ -11,6 +11,7 @@ nothing arrives for ``dead_after`` seconds).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -78,7 +79,9 @@ async def establish(
                     await transport.send(reply)
     except TimeoutError:
         await transport.close(1008, "handshake timeout")
-        raise LinkTimeout(f"handshake with {transport.remote_address} timed out after {options.handshake_timeout}s") from None
+        raise LinkTimeout(
+            f"handshake with {transport.remote_address} timed out after {options.handshake_timeout}s"
+        ) from None
     except HandshakeError as exc:
         await transport.close(1008, "handshake failed")
         raise HandshakeError(f"handshake with {transport.remote_address} failed: {exc}") from None
@@ -158,10 +161,8 @@ class Link(Connection):
         env = Envelope(body, self.local, destination=self.peer, reply_to=reply_to)
 
         async def run() -> None:
-            try:
+            with contextlib.suppress(LinkError, EncodeError):
                 await self.send(env)
-            except (LinkError, EncodeError):
-                pass
 
         task = asyncio.create_task(run())
         self._control.add(task)
@@ -260,11 +261,15 @@ class Link(Connection):
             while not self.closed:
                 await asyncio.sleep(tick)
                 now = time.monotonic()
-                self.stats.add_rates(self.stats.bytes_sent - last_sent, self.stats.bytes_received - last_recv, now - last_t)
+                self.stats.add_rates(
+                    self.stats.bytes_sent - last_sent, self.stats.bytes_received - last_recv, now - last_t
+                )
                 last_sent, last_recv, last_t = self.stats.bytes_sent, self.stats.bytes_received, now
                 if now - self._last_rx > opts.dead_after:
                     peer_log.warning("link %s: dead (nothing for %.1fs)", self.peer, now - self._last_rx)
-                    await self._shutdown(LinkTimeout(f"link to {self.peer} dead: nothing received for {opts.dead_after}s"))
+                    await self._shutdown(
+                        LinkTimeout(f"link to {self.peer} dead: nothing received for {opts.dead_after}s")
+                    )
                     return
                 if now - self._last_rx >= opts.keepalive and now - last_ping >= opts.keepalive:
                     if any(f is None for _, f in self._pings.values()):
@@ -282,9 +287,7 @@ class Link(Connection):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._shutdown(LinkClosed(f"link to {self.peer} closed locally"), code=code, reason=reason)
 
-    async def _shutdown(
-        self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True
-    ) -> None:
+    async def _shutdown(self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True) -> None:
         if self.closed:
             return
         self._closed.set()
@@ -306,7 +309,5 @@ class Link(Connection):
                 fut.set_exception(error)
         # wake a waiting reader; a full queue has no waiting reader, and what it
         # holds is still delivered before recv() reports the close
-        try:
+        with contextlib.suppress(asyncio.QueueFull):
             self._inbox.put_nowait(None)
-        except asyncio.QueueFull:
-            pass

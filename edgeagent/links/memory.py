@@ -22,7 +22,9 @@ __all__ = ["MemoryTransport", "memory_pipe"]
 
 
 class _Channel:
-    def __init__(self, delay: float, bandwidth: float | None, loss: float, rto: float, capacity: int, rng: random.Random):
+    def __init__(
+        self, delay: float, bandwidth: float | None, loss: float, rto: float, capacity: int, rng: random.Random
+    ):
         self.delay = delay
         self.bandwidth = bandwidth
         self.loss = loss

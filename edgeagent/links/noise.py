@@ -93,7 +93,7 @@ class CipherState:
 
 
 class _Symmetric:
-    __slots__ = ("ck", "cipher", "h", "k")
+    __slots__ = ("cipher", "ck", "h", "k")
 
     def __init__(self, protocol_name: bytes, cipher: str) -> None:
         self.h = protocol_name.ljust(32, b"\0") if len(protocol_name) <= 32 else hashlib.sha256(protocol_name).digest()

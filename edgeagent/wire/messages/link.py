@@ -7,7 +7,7 @@ from enum import IntEnum
 from typing import Any
 
 from ..nodeid import NodeId
-from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, VALUE, Message, Rep, StructKind, Struct, fld, message, struct
+from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, VALUE, Message, Rep, Struct, StructKind, fld, message, struct
 
 __all__ = ["Close", "Error", "ErrorCode", "HandshakeOffer", "HandshakePayload", "Hello", "Ping", "Pong", "Response"]
 

@@ -1,0 +1,278 @@
+"""The asyncio driver: one place that wires identity, links and (as they land) the other layers.
+
+A Node listens on its URLs, keeps links to its domain and static peers up
+(reconnecting with backoff), verifies the PeerRecords peers present, answers
+what it does not serve yet with an Error, and serves a local control API on
+``<state>/control.sock`` (mode 0600) for ``edgeagent status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from .exceptions import EdgeAgentError, LinkError, SignatureError
+from .identity import Identity, verify_struct
+from .links.base import LinkOptions
+from .links.link import Link
+from .links.reconnect import keep_connected
+from .links.websocket import Listener, dial, listen
+from .wire import Envelope, Error, ErrorCode, NodeId, PeerRecord
+
+__all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
+
+log = logging.getLogger(__name__)
+CONTROL_SOCKET: Final = "control.sock"
+_MAX_CONTROL_REQUEST: Final = 64 * 1024
+
+
+@dataclass
+class NodeConfig:
+    """What a node does. ``allow`` is None for an open node (every authenticated peer is authorised)."""
+
+    role: str = "device"
+    listen: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
+    domain: str | None = None
+    allow: set[NodeId] | None = None
+    link: LinkOptions = field(default_factory=LinkOptions)
+
+
+class Node:
+    def __init__(self, identity: Identity, state_dir: Path, config: NodeConfig) -> None:
+        self.identity = identity
+        self.state_dir = state_dir
+        self.config = config
+        self.started = time.time()
+        allow = config.allow
+        domain_ids: set[NodeId] = set()
+        self._domain_ids = domain_ids
+
+        def authorize(peer: NodeId) -> bool:
+            return allow is None or peer in allow or peer in domain_ids
+
+        self.link_options = dataclasses.replace(config.link, authorize=authorize, role=config.role)
+        self.links: dict[NodeId, list[Link]] = {}
+        self.peer_records: dict[NodeId, PeerRecord] = {}
+        self.listeners: list[Listener] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._control: asyncio.AbstractServer | None = None
+        self._stopped = asyncio.Event()
+        self.handlers: dict[type, Callable[[Link, Envelope], Awaitable[None]]] = {PeerRecord: self._on_peer_record}
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for url in self.config.listen:
+            self.listeners.append(await listen(url, self.identity, self._on_link, self.link_options))
+        if self.listeners:
+            urls = tuple(lst.url for lst in self.listeners)
+            self.link_options = dataclasses.replace(self.link_options, listen=urls)
+        for url in ([self.config.domain] if self.config.domain else []) + self.config.peers:
+            self._spawn(self._keep(url, is_domain=url == self.config.domain))
+        await self._start_control()
+        (self.state_dir / "node.json").write_text(
+            json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
+        )
+
+    @property
+    def listen_urls(self) -> list[str]:
+        return [lst.url for lst in self.listeners]
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for links in list(self.links.values()):
+            for link in list(links):
+                await link.close(1001, "node stopping")
+        for lst in self.listeners:
+            await lst.close()
+        if self._control is not None:
+            self._control.close()
+            await self._control.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / CONTROL_SOCKET).unlink()
+        self._stopped.set()
+
+    async def run_forever(self) -> None:
+        await self._stopped.wait()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- links -----------------------------------------------------------------------------
+
+    async def _keep(self, url: str, is_domain: bool) -> None:
+        async def dial_once() -> Link:
+            return await dial(url, self.identity, self.link_options)
+
+        async def on_link(link: Link) -> None:
+            if is_domain:
+                self._domain_ids.add(link.peer)
+                link.authorised = True
+            await self._on_link(link)
+
+        await keep_connected(dial_once, on_link)
+
+    async def _on_link(self, link: Link) -> None:
+        self.links.setdefault(link.peer, []).append(link)
+        log.info("link up: %s over %s (%s, %s)", link.peer, link.transport_kind, link.codec, link.cipher)
+        self._spawn(self._serve(link))
+
+    async def _serve(self, link: Link) -> None:
+        try:
+            async for env in link:
+                handler = self.handlers.get(type(env.body))
+                try:
+                    if handler is not None:
+                        await handler(link, env)
+                    elif env.reply_to is None:
+                        await link.send(
+                            env.reply(
+                                Error(ErrorCode.UNSUPPORTED, f"{type(env.body).__name__} is not served here"),
+                                self.identity.node_id,
+                            )
+                        )
+                except LinkError:
+                    break
+                except EdgeAgentError as exc:
+                    log.warning("handling %s from %s failed: %s", type(env.body).__name__, link.peer, exc)
+        finally:
+            peers = self.links.get(link.peer, [])
+            if link in peers:
+                peers.remove(link)
+            if not peers:
+                self.links.pop(link.peer, None)
+            log.info("link down: %s (%s)", link.peer, link.close_error)
+
+    async def _on_peer_record(self, link: Link, env: Envelope) -> None:
+        rec = env.body
+        assert isinstance(rec, PeerRecord)
+        try:
+            verify_struct(rec, rec.node_id)
+        except SignatureError as exc:
+            await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, str(exc)), self.identity.node_id))
+            return
+        old = self.peer_records.get(rec.node_id)
+        if old is None or rec.seq > old.seq:
+            self.peer_records[rec.node_id] = rec
+
+    # -- status and control ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        links = []
+        sent = received = 0
+        for peer, peer_links in self.links.items():
+            for link in peer_links:
+                st = link.stats
+                sent += st.bytes_sent
+                received += st.bytes_received
+                links.append(
+                    {
+                        "peer": str(peer),
+                        "peer_role": link.peer_hello.role,
+                        "transport": link.transport_kind,
+                        "address": link.transport.remote_address,
+                        "codec": link.codec,
+                        "cipher": link.cipher,
+                        "authorised": link.authorised,
+                        "rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 3),
+                        "send_bps": round(st.send_bps),
+                        "recv_bps": round(st.recv_bps),
+                        "failures": st.failures,
+                        "bytes_sent": st.bytes_sent,
+                        "bytes_received": st.bytes_received,
+                        "network_kind": st.network_kind,
+                        "refused": st.refused,
+                    }
+                )
+        return {
+            "node_id": str(self.identity.node_id),
+            "role": self.config.role,
+            "listen": self.listen_urls,
+            "uptime_s": round(time.time() - self.started, 1),
+            "links": links,
+            "bytes_sent_total": sent,
+            "bytes_received_total": received,
+            "payloads": [],
+        }
+
+    async def _start_control(self) -> None:
+        path = self.state_dir / CONTROL_SOCKET
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._control = await asyncio.start_unix_server(self._on_control, path=str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+    async def _on_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            if len(line) > _MAX_CONTROL_REQUEST:
+                raise ValueError("request too large")
+            request = json.loads(line or b"{}")
+            cmd = request.get("cmd")
+            if cmd == "status":
+                reply: dict[str, Any] = {"ok": True, "status": self.status()}
+            elif cmd == "peers":
+                reply = {"ok": True, "peers": [self._peer_json(r) for r in self.peer_records.values()]}
+            else:
+                reply = {"ok": False, "error": f"unknown command {cmd!r}"}
+        except (ValueError, TimeoutError, AttributeError) as exc:
+            reply = {"ok": False, "error": f"bad control request: {exc}"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    @staticmethod
+    def _peer_json(rec: PeerRecord) -> dict[str, Any]:
+        return {
+            "node_id": str(rec.node_id),
+            "seq": rec.seq,
+            "role": rec.role,
+            "addresses": list(rec.addresses),
+            "network_kind": rec.network_kind,
+            "metered": rec.metered,
+        }
+
+
+async def control_request(state_dir: Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one command to the node running with ``state_dir``; raises EdgeAgentError if none answers."""
+    path = state_dir / CONTROL_SOCKET
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise EdgeAgentError(
+            f"no node is running with state {state_dir}; start one with `edgeagent run --state {state_dir}`"
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        raise EdgeAgentError(f"cannot reach the node's control socket {path}: {exc}") from None
+    try:
+        writer.write(json.dumps({"cmd": cmd}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise EdgeAgentError(f"node refused {cmd}: {reply.get('error')}")
+    return reply  # type: ignore[no-any-return]
