@@ -77,7 +77,19 @@ def _link_options(args: argparse.Namespace) -> LinkOptions:
 
     cfg = load_config(Path(args.config) if args.config else None)
     metered = False if args.metered is None else args.metered
-    return LinkOptions(limits=cfg.limits, insecure=args.insecure, network_kind=args.network, metered=metered)
+    lc = cfg.link
+    return LinkOptions(
+        limits=cfg.limits,
+        insecure=args.insecure,
+        network_kind=args.network,
+        metered=metered,
+        keepalive=lc.keepalive,
+        dead_after=lc.dead_after,
+        handshake_timeout=lc.handshake_timeout,
+        recv_queue=lc.recv_queue,
+        cipher=lc.cipher,
+        codecs=tuple("cbor" if c == "cbor" else "protobuf" for c in lc.codecs),
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

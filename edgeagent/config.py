@@ -13,7 +13,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .wire.limits import Limits
 
-__all__ = ["Config", "load_config"]
+__all__ = ["Config", "LinkConfig", "load_config"]
 
 _WIRE_KEYS = {
     "max_frame_bytes": "max_frame",
@@ -23,12 +23,65 @@ _WIRE_KEYS = {
 }
 
 
+#: [link] keys -> (type, check, error text)
+_LINK_KEYS: dict[str, tuple[type, str]] = {
+    "keepalive": (float, "positive number of seconds"),
+    "dead_after": (float, "positive number of seconds"),
+    "handshake_timeout": (float, "positive number of seconds"),
+    "recv_queue": (int, "positive integer"),
+    "cipher": (str, 'one of "auto", "AESGCM", "ChaChaPoly"'),
+    "codecs": (list, 'list of "cbor" and/or "protobuf"'),
+}
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """The ``[link]`` table (see LinkOptions for meanings)."""
+
+    keepalive: float = 15.0
+    dead_after: float = 45.0
+    handshake_timeout: float = 10.0
+    recv_queue: int = 64
+    cipher: str = "auto"
+    codecs: tuple[str, ...] = ("cbor", "protobuf")
+
+
 @dataclass(frozen=True)
 class Config:
-    """The parsed configuration. Later sections (links, discovery, cost...) extend it."""
+    """The parsed configuration. Later sections (discovery, cost...) extend it."""
 
     limits: Limits = field(default_factory=Limits)
+    link: LinkConfig = field(default_factory=LinkConfig)
     source: Path | None = None
+
+
+def _link(table: Any, path: Path) -> LinkConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [link] must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, raw in table.items():
+        value = raw
+        if key not in _LINK_KEYS:
+            raise ConfigError(f"{path}: unknown key link.{key} (known: {', '.join(sorted(_LINK_KEYS))})")
+        typ, text = _LINK_KEYS[key]
+        ok = False
+        if typ is float:
+            ok = type(value) in (int, float) and value > 0
+            value = float(value)
+        elif typ is int:
+            ok = type(value) is int and value > 0
+        elif key == "cipher":
+            ok = value in ("auto", "AESGCM", "ChaChaPoly")
+        elif key == "codecs":
+            ok = isinstance(value, list) and bool(value) and all(v in ("cbor", "protobuf") for v in value)
+            value = tuple(value) if ok else value
+        if not ok:
+            raise ConfigError(f"{path}: link.{key} must be a {text}, got {value!r}")
+        kwargs[key] = value
+    cfg = LinkConfig(**kwargs)
+    if cfg.dead_after <= cfg.keepalive:
+        raise ConfigError(f"{path}: link.dead_after must exceed link.keepalive")
+    return cfg
 
 
 def _wire(table: Any, path: Path) -> Limits:
@@ -56,9 +109,10 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    known = {"wire"}
+    known = {"wire", "link"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(sorted(known))})")
     limits = _wire(data["wire"], path) if "wire" in data else Limits()
-    return Config(limits=limits, source=path)
+    link = _link(data["link"], path) if "link" in data else LinkConfig()
+    return Config(limits=limits, link=link, source=path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent.config import load_config
+from edgeagent.config import LinkConfig, load_config
 from edgeagent.exceptions import ConfigError
 from edgeagent.wire import Limits
 
@@ -20,6 +20,7 @@ def test_defaults() -> None:
 def test_example_config_is_valid_and_says_the_defaults() -> None:
     cfg = load_config(ROOT / "configs" / "edgeagent.example.toml")
     assert cfg.limits == Limits()
+    assert cfg.link == LinkConfig()
 
 
 def test_values_are_applied(tmp_path: Path) -> None:
@@ -36,6 +37,11 @@ def test_values_are_applied(tmp_path: Path) -> None:
         ("[wire]\nmax_depth = -1\n", "positive integer"),
         ("[wire]\nmax_depth = 'x'\n", "positive integer"),
         ("[wire\n", "not valid TOML"),
+        ("[link]\nkeepalive = 0\n", "positive number"),
+        ("[link]\ncipher = 'rot13'\n", "cipher"),
+        ("[link]\ncodecs = ['json']\n", "codecs"),
+        ("[link]\nkeepalive = 10\ndead_after = 5\n", "must exceed"),
+        ("[link]\nspeed = 1\n", "unknown key link.speed"),
     ],
 )
 def test_bad_configs(tmp_path: Path, text: str, match: str) -> None:
@@ -48,3 +54,10 @@ def test_bad_configs(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_link_values_are_applied(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[link]\nkeepalive = 1\ndead_after = 3.5\ncodecs = ['protobuf']\n")
+    cfg = load_config(p).link
+    assert (cfg.keepalive, cfg.dead_after, cfg.codecs) == (1.0, 3.5, ("protobuf",))
