@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MSG = 256 * 1024
+MSG = int(os.environ.get("BENCH_MSG", str(256 * 1024)))
 CASES = ("tcp", "ws", "link-plain", "link")
 RECEIVER_TIMEOUT = 120.0
 
@@ -224,6 +224,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mib", type=int, default=128, help="MiB moved per measurement")
     args = ap.parse_args()
+    from edgeagent._malloc import tune_malloc
+
+    tuned = tune_malloc()  # as the edgeagent command does; applied to every row, ours and raw alike
     if args.serve:
         asyncio.run(serve(args.serve))
         return 0
@@ -252,8 +255,14 @@ def main() -> int:
             "platform": f"{platform.system()} {platform.machine()}",
             "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(),
+            "malloc_tuned": tuned,
         },
-        "method": {"rounds": rounds, "bytes_per_measurement": total, "message_bytes": MSG, "unit": "MB/s, MB = 1e6 bytes"},
+        "method": {
+            "rounds": rounds,
+            "bytes_per_measurement": total,
+            "message_bytes": MSG,
+            "unit": "MB/s, MB = 1e6 bytes",
+        },
         "throughput_mb_s": {k: {"median": round(med[k]), "all": [round(x) for x in results[k]]} for k in CASES},
         "ratios": {
             "link_vs_tcp": round(med["link"] / med["tcp"], 3),
@@ -267,8 +276,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"links benchmark, loopback, {rounds} round(s) of {total >> 20} MiB per row, "
-          f"{MSG >> 10} KiB messages; MB = 1e6 bytes; medians")
+    print(
+        f"links benchmark, loopback, {rounds} round(s) of {total >> 20} MiB per row, "
+        f"{MSG >> 10} KiB messages; MB = 1e6 bytes; medians"
+    )
     print(f"{'row':<12} {'MB/s':>8}   all rounds")
     for k in CASES:
         print(f"{k:<12} {med[k]:>8.0f}   {[round(x) for x in results[k]]}")
@@ -276,7 +287,10 @@ def main() -> int:
     print(f"our encrypted link / raw TCP: {ratios['link_vs_tcp']:.2f}x (target >= 0.5)")
     print(f"our plaintext link / raw TCP: {ratios['link_plain_vs_tcp']:.2f}x (target >= 0.8)")
     print(f"our encrypted link / raw websockets: {ratios['link_vs_ws']:.2f}x")
-    print(f"handshake: raw websockets connect {hs['ws_connect_ms']:.2f} ms, our dial {hs['link_dial_ms']:.2f} ms (medians)")
+    print(
+        f"handshake: raw websockets connect {hs['ws_connect_ms']:.2f} ms, "
+        f"our dial {hs['link_dial_ms']:.2f} ms (medians)"
+    )
     print(f"elapsed {out['elapsed_s']} s")
     return 0
 

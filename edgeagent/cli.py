@@ -304,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command in ("run", "domain", "demo"):
+        from ._malloc import tune_malloc
+
+        tune_malloc()
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo" and not 1 <= args.agents <= 16:

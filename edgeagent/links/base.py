@@ -36,7 +36,7 @@ class FrameTransport(abc.ABC):
     remote_address: str = ""
 
     @abc.abstractmethod
-    async def send(self, message: bytes) -> None:
+    async def send(self, message: bytes | bytearray) -> None:
         """Send one message; waits while the transport is full."""
 
     @abc.abstractmethod

@@ -202,7 +202,9 @@ class Link(Connection):
                 self.stats.bytes_received += len(message)
                 for frame in self._reader.feed(message):
                     self.stats.frames_received += 1
-                    await self._dispatch(frame)
+                    env = self._decode(frame)  # the view is valid until the next frame
+                    if env is not None:
+                        await self._dispatch(env)
         except LinkError as exc:
             await self._shutdown(exc)
         except RemoteProtocolError as exc:
@@ -214,13 +216,15 @@ class Link(Connection):
             log.exception("link %s: reader failed", self.peer)
             await self._shutdown(LinkError(f"internal error: {exc}"), code=1011)
 
-    async def _dispatch(self, frame: bytes) -> None:
+    def _decode(self, frame: memoryview) -> Envelope | None:
         try:
-            env = decode(frame, self.codec, self.options.limits)
+            return decode(frame, self.codec, self.options.limits)
         except DecodeError as exc:
             peer_log.warning("link %s: undecodable frame from %s: %s", self.transport.remote_address, self.peer, exc)
             self._send_control(Error(ErrorCode.DECODE, str(exc)))
-            return
+            return None
+
+    async def _dispatch(self, env: Envelope) -> None:
         if env.source != self.peer and not self.authorised:
             self._refuse(env, "unauthorised peers may only speak for themselves")
             return

@@ -52,7 +52,7 @@ class MemoryTransport(FrameTransport):
     def closed(self) -> bool:
         return self._tx.closed or self._rx.closed
 
-    async def send(self, message: bytes) -> None:
+    async def send(self, message: bytes | bytearray) -> None:
         ch = self._tx
         if ch.closed:
             raise LinkClosed("memory transport closed")

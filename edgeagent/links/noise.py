@@ -33,6 +33,7 @@ MAX_MESSAGE: Final = 65535
 TAG_LEN: Final = 16
 DHLEN: Final = 32
 CIPHERS: Final = ("AESGCM", "ChaChaPoly")
+_HAS_INTO: Final = hasattr(AESGCM, "encrypt_into") and hasattr(ChaCha20Poly1305, "decrypt_into")
 
 
 def has_aes_instructions() -> bool:
@@ -84,6 +85,25 @@ class CipherState:
 
     def encrypt(self, ad: bytes, plaintext: bytes | memoryview) -> bytes:
         return self._aead.encrypt(self._nonce(), plaintext, ad)
+
+    def encrypt_into(self, ad: bytes, plaintext: bytes | memoryview, out: memoryview) -> None:
+        """Encrypt into ``out`` (exactly ``len(plaintext) + TAG_LEN`` bytes) without a temporary copy."""
+        nonce = self._nonce()
+        if _HAS_INTO:
+            self._aead.encrypt_into(nonce, plaintext, ad, out)
+        else:  # pragma: no cover - cryptography < 45
+            out[:] = self._aead.encrypt(nonce, plaintext, ad)
+
+    def decrypt_into(self, ad: bytes, ciphertext: bytes | memoryview, out: memoryview) -> None:
+        """Decrypt into ``out`` (exactly ``len(ciphertext) - TAG_LEN`` bytes)."""
+        nonce = self._nonce()
+        try:
+            if _HAS_INTO:
+                self._aead.decrypt_into(nonce, ciphertext, ad, out)
+            else:  # pragma: no cover - cryptography < 45
+                out[:] = self._aead.decrypt(nonce, ciphertext, ad)
+        except InvalidTag:
+            raise RemoteProtocolError("record failed authentication (corrupted, replayed or reordered)") from None
 
     def decrypt(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         try:

@@ -6,12 +6,16 @@ body is the AEAD ciphertext of a piece of a frame (or the piece itself on an
 ``insecure`` link) and the flags byte is authenticated as associated data.
 Flag ``FIN`` marks the last piece of a frame. Pieces keep every record under
 Noise's 65,535-byte limit, so frames of any size (up to the frame cap) cross
-transports with any message size limit, and a reader never holds more than one
-frame's pieces.
+transports with any message size limit.
+
+Copies: the writer encrypts each piece straight into the outgoing message
+buffer; the reader decrypts straight into one reusable reassembly buffer and
+hands out a view of it, so a frame's bytes are written once on each side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from ..exceptions import RemoteProtocolError
@@ -21,71 +25,86 @@ __all__ = ["FIN", "RecordReader", "RecordWriter"]
 
 FIN: Final = 0x01
 _HEADER: Final = 3
-_FLAGS_FIN: Final = bytes([FIN])
-_FLAGS_MORE: Final = bytes([0])
+_AD: Final = (bytes([0]), bytes([FIN]))
 
 
 class RecordWriter:
     """Cuts frames into records and packs records into transport messages."""
 
-    __slots__ = ("_cipher", "_max_message", "_piece")
+    __slots__ = ("_cipher", "_max_message", "_overhead", "_piece")
 
     def __init__(self, cipher: CipherState | None, max_message: int) -> None:
         self._cipher = cipher
-        overhead = TAG_LEN if cipher is not None else 0
-        self._piece = MAX_MESSAGE - overhead
-        if max_message < _HEADER + overhead + 1:
+        self._overhead = TAG_LEN if cipher is not None else 0
+        if max_message < _HEADER + self._overhead + 1:
             raise ValueError("transport messages too small for a record")
-        self._piece = min(self._piece, max_message - _HEADER - overhead)
+        self._piece = min(MAX_MESSAGE - self._overhead, max_message - _HEADER - self._overhead)
         self._max_message = max_message
 
-    def pack(self, frame: bytes | memoryview) -> list[bytes]:
+    def pack(self, frame: bytes | memoryview) -> list[bytearray]:
         """The transport messages that carry ``frame``, in order."""
         view = memoryview(frame)
         total = len(view)
-        cipher = self._cipher
-        messages: list[bytes] = []
-        parts: list[bytes | memoryview] = []
+        piece, overhead = self._piece, self._overhead
+        # lay out the pieces, then the messages that hold them
+        cuts = list(range(0, total, piece)) or [0]
+        messages: list[list[tuple[int, int]]] = [[]]
         size = 0
-        pos = 0
-        while True:
-            end = min(pos + self._piece, total)
-            flags = _FLAGS_FIN if end == total else _FLAGS_MORE
-            body: bytes | memoryview = view[pos:end] if cipher is None else cipher.encrypt(flags, view[pos:end])
-            rec_len = _HEADER + len(body)
-            if size + rec_len > self._max_message and parts:
-                messages.append(b"".join(parts))
-                parts, size = [], 0
-            parts.append(flags + len(body).to_bytes(2, "big"))
-            parts.append(body)
-            size += rec_len
-            pos = end
-            if pos >= total:
-                break
-        messages.append(b"".join(parts))
-        return messages
+        for start in cuts:
+            end = min(start + piece, total)
+            rec = _HEADER + (end - start) + overhead
+            if size + rec > self._max_message and messages[-1]:
+                messages.append([])
+                size = 0
+            messages[-1].append((start, end))
+            size += rec
+        out: list[bytearray] = []
+        cipher = self._cipher
+        for pieces in messages:
+            buf = bytearray(sum(_HEADER + (e - s) + overhead for s, e in pieces))
+            mv = memoryview(buf)
+            pos = 0
+            for start, end in pieces:
+                fin = end == total
+                body = end - start + overhead
+                mv[pos] = FIN if fin else 0
+                mv[pos + 1] = body >> 8
+                mv[pos + 2] = body & 0xFF
+                pos += _HEADER
+                if cipher is None:
+                    mv[pos : pos + body] = view[start:end]
+                else:
+                    cipher.encrypt_into(_AD[fin], view[start:end], mv[pos : pos + body])
+                pos += body
+            out.append(buf)
+        return out
 
 
 class RecordReader:
     """Opens records from transport messages and reassembles frames (bounded by ``max_frame``)."""
 
-    __slots__ = ("_cipher", "_max_frame", "_pieces", "_size")
+    __slots__ = ("_buf", "_cipher", "_max_frame", "_size")
 
     def __init__(self, cipher: CipherState | None, max_frame: int) -> None:
         self._cipher = cipher
         self._max_frame = max_frame
-        self._pieces: list[bytes] = []
+        self._buf = bytearray(64 * 1024)
         self._size = 0
 
-    def feed(self, message: bytes | memoryview) -> list[bytes]:
-        """Complete frames found in one transport message; raises ``RemoteProtocolError``."""
+    def feed(self, message: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+        """Yield each complete frame in one transport message.
+
+        A yielded view is valid only until the generator resumes (it is then
+        released and its bytes reused): decode or copy it first. Raises
+        ``RemoteProtocolError`` for any malformed or unauthentic record.
+        """
         view = memoryview(message)
         n = len(view)
         if n == 0:
             raise RemoteProtocolError("empty transport message")
-        frames: list[bytes] = []
         pos = 0
         cipher = self._cipher
+        overhead = TAG_LEN if cipher is not None else 0
         while pos < n:
             if pos + _HEADER > n:
                 raise RemoteProtocolError("truncated record header")
@@ -96,16 +115,28 @@ class RecordReader:
             pos += _HEADER
             if pos + length > n:
                 raise RemoteProtocolError("record overruns its transport message")
-            body = view[pos : pos + length]
-            pos += length
-            piece = bytes(body) if cipher is None else cipher.decrypt(bytes((flags,)), body)
-            self._size += len(piece)
-            if self._size > self._max_frame:
+            if length < overhead:
+                raise RemoteProtocolError("record shorter than its authentication tag")
+            plain = length - overhead
+            size = self._size + plain
+            if size > self._max_frame:
                 raise RemoteProtocolError(f"frame larger than the {self._max_frame}-byte cap")
-            self._pieces.append(piece)
+            if size > len(self._buf):
+                self._buf.extend(bytes(max(size - len(self._buf), len(self._buf))))
+            target = memoryview(self._buf)[self._size : size]
+            try:
+                if cipher is None:
+                    target[:] = view[pos : pos + length]
+                else:
+                    cipher.decrypt_into(_AD[flags], view[pos : pos + length], target)
+            finally:
+                target.release()
+            pos += length
+            self._size = size
             if flags & FIN:
-                pieces = self._pieces
-                frames.append(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                self._pieces = []
                 self._size = 0
-        return frames
+                frame = memoryview(self._buf)[:size]
+                try:
+                    yield frame
+                finally:
+                    frame.release()

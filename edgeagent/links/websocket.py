@@ -46,7 +46,7 @@ class WebSocketTransport(FrameTransport):
     def closed(self) -> bool:
         return bool(self._ws.state.name in ("CLOSING", "CLOSED"))
 
-    async def send(self, message: bytes) -> None:
+    async def send(self, message: bytes | bytearray) -> None:
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
