@@ -1,179 +1,138 @@
-"""``edgeagent demo``: a domain and a few agents talking on loopback.
+"""``edgeagent demo``: a domain and a few agents on 127.0.0.1, over real links.
 
-What it shows today (it grows as the project does): each agent makes an
-Ed25519 identity, links to the domain over a WebSocket on 127.0.0.1 in the
-codec it prefers (CBOR or protobuf), registers a *signed* PeerRecord, gets the
-peer list back, and measures its round-trip time with Ping/Pong. A forged
-record (signed by another key) is refused with an Error, and the domain keeps
-serving. Every frame is a real Envelope through the real codecs.
+What it shows today (it grows as the project does): a domain node listens;
+each agent makes an Ed25519 identity and dials it over a WebSocket; the Noise
+XX handshake binds the link to both NodeIds and negotiates the codec (agents
+alternate CBOR and protobuf); each agent registers a signed PeerRecord and gets
+the peer list back; RTTs come from Ping/Pong. Then the failure cases: a record
+signed by the wrong key is refused, a peer the domain has not authorised may
+ping but its object push is refused, and a dialler expecting another NodeId
+refuses the domain. The domain keeps serving throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import statistics
+import tempfile
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .exceptions import DecodeError, SignatureError
-from .identity import Identity, sign_struct, verify_struct
-from .wire import (
-    Codec,
-    Envelope,
-    Error,
-    ErrorCode,
-    Hello,
-    PeerList,
-    PeerRecord,
-    Ping,
-    Pong,
-    decode,
-    encode,
-)
+from .exceptions import HandshakeError
+from .identity import Identity, sign_struct
+from .links.base import LinkOptions
+from .links.link import Link
+from .links.websocket import dial
+from .node import Node, NodeConfig
+from .wire import Codec, Envelope, Error, ErrorCode, ObjectMessage, PeerList, PeerRecord
 
 __all__ = ["run_demo"]
 
-SUBPROTOCOLS = {"edgeagent.v1.cbor": "cbor", "edgeagent.v1.protobuf": "protobuf"}
-PINGS = 20
+PINGS = 10
 TIMEOUT = 10.0
 
 
-@dataclass
-class _Counters:
-    sent: int = 0
-    received: int = 0
-    frames: int = 0
+async def _call(link: Link, ident: Identity, body: Any) -> Envelope:
+    env = Envelope(body, ident.node_id, destination=link.peer)
+    await link.send(env)
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            reply = await link.recv()
+            if reply.reply_to == env.msg_id:
+                return reply
 
 
-@dataclass
-class _Domain:
-    ident: Identity
-    records: dict[str, PeerRecord] = field(default_factory=dict)
-    counters: _Counters = field(default_factory=_Counters)
-    refused: int = 0
-
-    async def handler(self, ws: Any) -> None:
-        codec: Codec = SUBPROTOCOLS.get(ws.subprotocol or "", "cbor")  # type: ignore[assignment]
-
-        async def send(env: Envelope) -> None:
-            frame = encode(env, codec)
-            self.counters.sent += len(frame)
-            await ws.send(frame)
-
-        async for frame in ws:
-            self.counters.received += len(frame)
-            self.counters.frames += 1
-            try:
-                env = decode(frame, codec)
-            except DecodeError as exc:
-                await ws.close(1008, f"undecodable frame: {exc}"[:120])
-                return
-            body = env.body
-            if isinstance(body, Hello):
-                hello = Hello(self.ident.node_id, (1,), (codec,), ("relay",), role="domain")
-                await send(env.reply(hello, self.ident.node_id))
-            elif isinstance(body, Ping):
-                await send(env.reply(Pong(body.nonce), self.ident.node_id))
-            elif isinstance(body, PeerRecord):
-                try:
-                    if body.node_id != env.source:
-                        raise SignatureError("record describes another node")
-                    verify_struct(body, env.source)
-                except SignatureError as exc:
-                    self.refused += 1
-                    await send(env.reply(Error(ErrorCode.UNAUTHORIZED, str(exc)), self.ident.node_id))
-                    continue
-                self.records[str(body.node_id)] = body
-                peers = tuple(r for k, r in sorted(self.records.items()) if k != str(env.source))
-                await send(env.reply(PeerList(peers), self.ident.node_id))
+def _record(ident: Identity, seq: int) -> PeerRecord:
+    rec = PeerRecord(ident.node_id, seq=seq, network_kind="loopback", issued_ms=int(time.time() * 1000))
+    return sign_struct(rec, ident)
 
 
-async def _agent(url: str, index: int, codec: Codec, barrier: asyncio.Barrier) -> dict[str, Any]:
-    from websockets.asyncio.client import connect
+async def _agent(url: str, ident: Identity, codec: Codec, barrier: asyncio.Barrier) -> dict[str, Any]:
+    link = await dial(url, ident, LinkOptions(codecs=(codec,), network_kind="loopback"))
+    try:
+        await _call(link, ident, _record(ident, 1))
+        await barrier.wait()  # everyone registered: ask again to see them all
+        peers = await _call(link, ident, _record(ident, 2))
+        rtts = [await link.ping() for _ in range(PINGS)]
+        assert isinstance(peers.body, PeerList)
+        return {
+            "node_id": str(ident.node_id),
+            "codec": link.codec,
+            "cipher": link.cipher,
+            "peers_seen": len(peers.body.peers),
+            "rtt_ms_median": round(statistics.median(rtts), 3),
+            "bytes_sent": link.stats.bytes_sent,
+            "bytes_received": link.stats.bytes_received,
+        }
+    finally:
+        await link.close()
 
-    ident = Identity.generate()
-    proto = next(k for k, v in SUBPROTOCOLS.items() if v == codec)
-    counters = _Counters()
-    async with connect(url, subprotocols=[proto], compression=None, open_timeout=TIMEOUT) as ws:  # type: ignore[list-item]
 
-        async def call(body: Any) -> Envelope:
-            env = Envelope(body, ident.node_id)
-            frame = encode(env, codec)
-            counters.sent += len(frame)
-            await ws.send(frame)
-            raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
-            assert isinstance(raw, bytes)
-            counters.received += len(raw)
-            reply = decode(raw, codec)
-            if reply.reply_to != env.msg_id:
-                raise DecodeError("reply to another request")
-            return reply
-
-        hello = await call(Hello(ident.node_id, (1,), (codec,), (), listen=(), network_kind="loopback"))
-        now_ms = int(time.time() * 1000)
-        record = sign_struct(PeerRecord(ident.node_id, seq=1, network_kind="loopback", issued_ms=now_ms), ident)
-        await call(record)
-        forged_refused = None
-        if index == 0:  # a record for us signed by somebody else's key must be refused
-            forged = sign_struct(dataclasses.replace(record, seq=2), Identity.generate())
-            forged_refused = isinstance((await call(forged)).body, Error)
-        await barrier.wait()
-        peers = await call(sign_struct(dataclasses.replace(record, seq=3), ident))
-        rtts = []
-        for nonce in range(PINGS):
-            t0 = time.perf_counter()
-            pong = await call(Ping(nonce))
-            rtts.append((time.perf_counter() - t0) * 1000)
-            if not isinstance(pong.body, Pong) or pong.body.nonce != nonce:
-                raise DecodeError("wrong answer to a Ping")
-    assert isinstance(peers.body, PeerList)
-    return {
-        "node_id": str(ident.node_id),
-        "codec": codec,
-        "domain": str(hello.source),
-        "peers_seen": len(peers.body.peers),
-        "rtt_ms_median": round(statistics.median(rtts), 3),
-        "bytes_sent": counters.sent,
-        "bytes_received": counters.received,
-        "forged_record_refused": forged_refused,
-    }
+async def _failures(url: str, domain_id: Any) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    outsider = Identity.generate()
+    link = await dial(url, outsider)
+    try:
+        forged = sign_struct(PeerRecord(outsider.node_id, seq=1), Identity.generate())  # signed by another key
+        reply = await _call(link, outsider, forged)
+        out["forged_record_refused"] = isinstance(reply.body, Error)
+        await link.ping()
+        reply = await _call(link, outsider, ObjectMessage("x", b"data"))
+        out["unauthorised_push_refused"] = isinstance(reply.body, Error) and reply.body.code == ErrorCode.UNAUTHORIZED
+        out["unauthorised_ping_answered"] = link.stats.rtt_samples > 0
+    finally:
+        await link.close()
+    try:
+        await dial(url, outsider, expected_peer=Identity.generate().node_id)
+        out["impostor_refused"] = False
+    except HandshakeError:
+        out["impostor_refused"] = True
+    return out
 
 
 async def run_demo(agents: int = 3, json_out: bool = False) -> int:
-    from websockets.asyncio.server import serve
-
-    domain = _Domain(Identity.generate())
-    async with serve(domain.handler, "127.0.0.1", 0, subprotocols=list(SUBPROTOCOLS), compression=None) as server:  # type: ignore[arg-type]
-        port = next(iter(server.sockets)).getsockname()[1]
-        url = f"ws://127.0.0.1:{port}/"
-        if not json_out:
-            print(f"domain {domain.ident.node_id} listening on {url}")
-        barrier = asyncio.Barrier(agents)
-        codecs: list[Codec] = ["cbor", "protobuf"]
-        results = await asyncio.wait_for(
-            asyncio.gather(*(_agent(url, i, codecs[i % 2], barrier) for i in range(agents))), TIMEOUT * 3
+    idents = [Identity.generate() for _ in range(agents)]
+    with tempfile.TemporaryDirectory(prefix="edgeagent-demo-") as tmp:
+        domain = Node(
+            Identity.generate(),
+            Path(tmp) / "domain",
+            NodeConfig(role="domain", listen=["ws://127.0.0.1:0"], allow={i.node_id for i in idents}),
         )
-    ok = all(r["peers_seen"] == agents - 1 for r in results) and results[0]["forged_record_refused"]
+        await domain.start()
+        try:
+            url = domain.listen_urls[0]
+            if not json_out:
+                print(f"domain {domain.identity.node_id} listening on {url}")
+            barrier = asyncio.Barrier(agents)
+            codecs: list[Codec] = ["cbor", "protobuf"]
+            results = await asyncio.wait_for(
+                asyncio.gather(*(_agent(url, ident, codecs[i % 2], barrier) for i, ident in enumerate(idents))),
+                TIMEOUT * 3,
+            )
+            failures = await asyncio.wait_for(_failures(url, domain.identity.node_id), TIMEOUT)
+            status = domain.status()
+        finally:
+            await domain.stop()
+    ok = all(r["peers_seen"] == agents - 1 for r in results) and all(failures.values())
     summary = {
-        "domain": str(domain.ident.node_id),
+        "domain": str(domain.identity.node_id),
         "agents": results,
-        "domain_bytes_sent": domain.counters.sent,
-        "domain_bytes_received": domain.counters.received,
-        "records_refused": domain.refused,
+        "checks": failures,
+        "domain_links_at_end": len(status["links"]),
         "ok": ok,
     }
     if json_out:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{'agent':<12} {'codec':<9} {'peers':>5} {'rtt ms':>8} {'sent B':>8} {'recv B':>8}")
+        print(f"{'agent':<12} {'codec':<9} {'cipher':<10} {'peers':>5} {'rtt ms':>8} {'sent B':>8} {'recv B':>8}")
         for r in results:
             print(
-                f"{r['node_id'][-10:]:<12} {r['codec']:<9} {r['peers_seen']:>5} {r['rtt_ms_median']:>8.3f} "
-                f"{r['bytes_sent']:>8} {r['bytes_received']:>8}"
+                f"{r['node_id'][-10:]:<12} {r['codec']:<9} {r['cipher']:<10} {r['peers_seen']:>5} "
+                f"{r['rtt_ms_median']:>8.3f} {r['bytes_sent']:>8} {r['bytes_received']:>8}"
             )
-        print(f"forged peer record refused by the domain: {results[0]['forged_record_refused']}")
+        for name, passed in failures.items():
+            print(f"{name.replace('_', ' ')}: {'yes' if passed else 'NO'}")
         print("demo ok" if ok else "demo FAILED")
     return 0 if ok else 1

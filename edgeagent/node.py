@@ -26,7 +26,7 @@ from .links.base import LinkOptions
 from .links.link import Link
 from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
-from .wire import Envelope, Error, ErrorCode, NodeId, PeerRecord
+from .wire import Envelope, Error, ErrorCode, NodeId, PeerList, PeerRecord
 
 __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
 
@@ -168,9 +168,19 @@ class Node:
         except SignatureError as exc:
             await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, str(exc)), self.identity.node_id))
             return
+        if rec.node_id != env.source:
+            await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, "a peer may only register itself"),
+                                      self.identity.node_id))
+            return
         old = self.peer_records.get(rec.node_id)
         if old is None or rec.seq > old.seq:
             self.peer_records[rec.node_id] = rec
+        if self.config.role == "domain":  # the registry: answer with the other peers it may reach
+            others = tuple(r for n, r in sorted(self.peer_records.items(), key=lambda kv: kv[0]) if n != rec.node_id)
+            if link.authorised:
+                await link.send(env.reply(PeerList(others), self.identity.node_id))
+            else:
+                await link.send(env.reply(PeerList(()), self.identity.node_id))
 
     # -- status and control ----------------------------------------------------------------
 

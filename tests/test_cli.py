@@ -50,4 +50,9 @@ def test_demo_runs_over_loopback() -> None:
     assert len(out["agents"]) == 3
     assert {a["codec"] for a in out["agents"]} == {"cbor", "protobuf"}
     assert all(a["peers_seen"] == 2 and a["rtt_ms_median"] > 0 for a in out["agents"])
-    assert out["records_refused"] == 1
+    assert out["checks"] == {
+        "forged_record_refused": True,
+        "unauthorised_push_refused": True,
+        "unauthorised_ping_answered": True,
+        "impostor_refused": True,
+    }
