@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .exceptions import EdgeAgentError
+from .exceptions import ConfigError, EdgeAgentError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .links.base import LinkOptions
@@ -102,19 +102,27 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     import asyncio
     import signal
 
+    from .config import load_config
     from .identity import Identity
+    from .links.websocket import client_tls, server_tls
     from .node import Node, NodeConfig
 
     state = _state(args)
     ident, _ = Identity.load_or_create(state)
     allow = None if args.open else set(args.allow or ())
+    tls = load_config(Path(args.config) if args.config else None).tls
+    listen = list(args.listen or ())
+    if any(u.startswith("wss://") for u in listen) and not tls.cert_file:
+        raise ConfigError("a wss:// listen URL needs [tls] cert_file and key_file in --config")
     config = NodeConfig(
         role=role,
-        listen=list(args.listen or ()),
+        listen=listen,
         peers=list(getattr(args, "peer", None) or ()),
         domain=getattr(args, "domain", None),
         allow=allow,
         link=_link_options(args),
+        server_tls=server_tls(tls.cert_file, tls.key_file) if tls.cert_file and tls.key_file else None,
+        client_tls=client_tls(tls.ca_file) if tls.ca_file else None,
     )
     node = Node(ident, state, config)
     await node.start()

@@ -13,7 +13,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .wire.limits import Limits
 
-__all__ = ["Config", "LinkConfig", "load_config"]
+__all__ = ["Config", "LinkConfig", "TlsConfig", "load_config"]
 
 _WIRE_KEYS = {
     "max_frame_bytes": "max_frame",
@@ -47,12 +47,39 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """The ``[tls]`` table: certificate for ``wss://`` listeners, CA for dialling ``wss://``."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The parsed configuration. Later sections (discovery, cost...) extend it."""
 
     limits: Limits = field(default_factory=Limits)
     link: LinkConfig = field(default_factory=LinkConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     source: Path | None = None
+
+
+def _tls(table: Any, path: Path) -> TlsConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tls] must be a table")
+    known = ("cert_file", "key_file", "ca_file")
+    kwargs: dict[str, str] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key tls.{key} (known: {', '.join(known)})")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: tls.{key} must be a file path")
+        # relative paths are relative to the config file
+        kwargs[key] = str((path.parent / value).resolve())
+    if ("cert_file" in kwargs) != ("key_file" in kwargs):
+        raise ConfigError(f"{path}: tls.cert_file and tls.key_file go together")
+    return TlsConfig(**kwargs)
 
 
 def _link(table: Any, path: Path) -> LinkConfig:
@@ -109,10 +136,11 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    known = {"wire", "link"}
+    known = {"wire", "link", "tls"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(sorted(known))})")
     limits = _wire(data["wire"], path) if "wire" in data else Limits()
     link = _link(data["link"], path) if "link" in data else LinkConfig()
-    return Config(limits=limits, link=link, source=path)
+    tls = _tls(data["tls"], path) if "tls" in data else TlsConfig()
+    return Config(limits=limits, link=link, tls=tls, source=path)

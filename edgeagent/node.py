@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class NodeConfig:
     domain: str | None = None
     allow: set[NodeId] | None = None
     link: LinkOptions = field(default_factory=LinkOptions)
+    server_tls: ssl.SSLContext | None = None  # for wss:// listen URLs
+    client_tls: ssl.SSLContext | None = None  # for dialling wss:// URLs (None: system CAs)
 
 
 class Node:
@@ -74,7 +77,9 @@ class Node:
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for url in self.config.listen:
-            self.listeners.append(await listen(url, self.identity, self._on_link, self.link_options))
+            self.listeners.append(
+                await listen(url, self.identity, self._on_link, self.link_options, ssl_context=self.config.server_tls)
+            )
         if self.listeners:
             urls = tuple(lst.url for lst in self.listeners)
             self.link_options = dataclasses.replace(self.link_options, listen=urls)
@@ -119,7 +124,7 @@ class Node:
 
     async def _keep(self, url: str, is_domain: bool) -> None:
         async def dial_once() -> Link:
-            return await dial(url, self.identity, self.link_options)
+            return await dial(url, self.identity, self.link_options, ssl_context=self.config.client_tls)
 
         async def on_link(link: Link) -> None:
             if is_domain:

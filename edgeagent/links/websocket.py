@@ -27,7 +27,7 @@ from ..wire import NodeId
 from .base import FrameTransport, LinkOptions
 from .link import Link, establish, peer_log
 
-__all__ = ["MAX_MESSAGE", "Listener", "WebSocketTransport", "dial", "listen"]
+__all__ = ["MAX_MESSAGE", "Listener", "WebSocketTransport", "client_tls", "dial", "listen", "server_tls"]
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE: Final = 1 << 20
@@ -70,6 +70,24 @@ class WebSocketTransport(FrameTransport):
             await asyncio.wait_for(self._ws.close(code, reason[:120]), 2.0)
 
 
+def server_tls(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A TLS context for a ``wss://`` listener from PEM certificate and key files."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS certificate {cert_file} / key {key_file}: {exc}") from None
+    return ctx
+
+
+def client_tls(ca_file: str | None = None) -> ssl.SSLContext:
+    """A TLS context for dialling ``wss://``: the system CAs, or only ``ca_file`` when given."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load CA file {ca_file}: {exc}") from None
+
+
 def _check_url(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
@@ -103,11 +121,13 @@ async def dial(
             ping_interval=None,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             open_timeout=open_timeout,
-            ssl=ssl_context if secure else None,
+            ssl=(ssl_context or ssl.create_default_context()) if secure else None,
             write_limit=MAX_MESSAGE,
         )
     except TimeoutError:
         raise LinkTimeout(f"no answer from {url} within {open_timeout}s") from None
+    except ssl.SSLError as exc:
+        raise HandshakeError(f"TLS with {url} failed: {exc.reason or exc}") from None
     except (OSError, InvalidHandshake, InvalidURI) as exc:
         raise LinkError(f"cannot reach {url}: {exc}") from None
     return await establish(WebSocketTransport(ws, url), identity, options, initiator=True, expected_peer=expected_peer)
