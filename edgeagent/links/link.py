@@ -291,11 +291,20 @@ class Link(Connection):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._shutdown(LinkClosed(f"link to {self.peer} closed locally"), code=code, reason=reason)
 
-    async def _shutdown(self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True) -> None:
+    async def _shutdown(
+        self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True
+    ) -> None:
         if self.closed:
             return
         self._closed.set()
         self.close_error = error
+        # wake the application first: a waiting reader, pending pings. A full queue has no
+        # waiting reader, and what it holds is still delivered before recv() reports the close.
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(None)
+        for _, fut in self._pings.values():
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
         if send_close and not self.transport.closed and not isinstance(error, LinkTimeout):
             try:
                 frame = encode(Envelope(Close(code, reason[:120]), self.local, destination=self.peer), self.codec)
@@ -303,15 +312,8 @@ class Link(Connection):
                     await self._send_frame(frame)
             except (TimeoutError, EdgeAgentError):
                 pass
-        await self.transport.close(code, reason)
         current = asyncio.current_task()
         for task in [*self._tasks, *self._control]:
             if task is not current:
                 task.cancel()
-        for _, fut in self._pings.values():
-            if fut is not None and not fut.done():
-                fut.set_exception(error)
-        # wake a waiting reader; a full queue has no waiting reader, and what it
-        # holds is still delivered before recv() reports the close
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(None)
+        await self.transport.close(code, reason)

@@ -187,7 +187,10 @@ class HandshakeState:
         return self._sym.h
 
     def _dh(self, mine: X25519PrivateKey, theirs: X25519PublicKey) -> bytes:
-        return mine.exchange(theirs)
+        try:
+            return mine.exchange(theirs)
+        except ValueError:  # a low-order point gives an all-zero secret, which cryptography refuses
+            raise HandshakeError("peer sent a weak (low-order) public key") from None
 
     def _my_turn(self) -> bool:
         return (self._step % 2 == 0) == self.initiator

@@ -62,7 +62,9 @@ async def keep_connected(
             link = await dial()
         except ConfigError:
             raise
-        except EdgeAgentError as exc:
+        except Exception as exc:  # a peer must never stop the redial loop for good
+            if not isinstance(exc, EdgeAgentError):
+                log.warning("dial failed unexpectedly: %r", exc)
             failures += 1
             if max_attempts is not None and failures >= max_attempts:
                 raise

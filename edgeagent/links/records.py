@@ -122,7 +122,11 @@ class RecordReader:
             if size > self._max_frame:
                 raise RemoteProtocolError(f"frame larger than the {self._max_frame}-byte cap")
             if size > len(self._buf):
-                self._buf.extend(bytes(max(size - len(self._buf), len(self._buf))))
+                # a new buffer rather than resizing in place: an old frame's view may still be
+                # referenced (a traceback kept by a log handler), and resizing would fail then
+                grown = bytearray(max(size, 2 * len(self._buf)))
+                grown[: self._size] = memoryview(self._buf)[: self._size]
+                self._buf = grown
             target = memoryview(self._buf)[self._size : size]
             try:
                 if cipher is None:
