@@ -23,3 +23,15 @@ def test_every_error_is_an_edgeagent_error() -> None:
         assert issubclass(getattr(exceptions, name), exceptions.EdgeAgentError)
     assert issubclass(exceptions.DecodeError, exceptions.RemoteProtocolError)
     assert issubclass(exceptions.EncodeError, exceptions.LocalProtocolError)
+
+
+def test_links_exports_resolve_without_aiortc() -> None:
+    import subprocess
+    import sys
+
+    from edgeagent import links
+
+    for name in links.__all__:
+        assert hasattr(links, name), name
+    code = "import sys, edgeagent.links, edgeagent.node; sys.exit('aiortc' in sys.modules or 'av' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -85,8 +85,14 @@ async def establish(
     except HandshakeError as exc:
         await transport.close(1008, "handshake failed")
         raise HandshakeError(f"handshake with {transport.remote_address} failed: {exc}") from None
+    except RemoteProtocolError as exc:  # e.g. a text frame where a handshake message belongs
+        await transport.close(1002, "protocol error")
+        raise HandshakeError(f"handshake with {transport.remote_address} failed: {exc}") from None
     except LinkError:
         await transport.close(1011, "handshake aborted")
+        raise
+    except BaseException:  # cancelled (or a bug): never leave the transport open
+        await asyncio.shield(transport.close(1011, "handshake aborted"))
         raise
     return Link(transport, hs.result, identity, options)
 

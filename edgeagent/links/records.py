@@ -26,6 +26,8 @@ __all__ = ["FIN", "RecordReader", "RecordWriter"]
 FIN: Final = 0x01
 _HEADER: Final = 3
 _AD: Final = (bytes([0]), bytes([FIN]))
+_INITIAL: Final = 64 * 1024
+_KEEP: Final = 2 * 1024 * 1024
 
 
 class RecordWriter:
@@ -88,7 +90,7 @@ class RecordReader:
     def __init__(self, cipher: CipherState | None, max_frame: int) -> None:
         self._cipher = cipher
         self._max_frame = max_frame
-        self._buf = bytearray(64 * 1024)
+        self._buf = bytearray(_INITIAL)
         self._size = 0
 
     def feed(self, message: bytes | bytearray | memoryview) -> Iterator[memoryview]:
@@ -144,3 +146,5 @@ class RecordReader:
                     yield frame
                 finally:
                     frame.release()
+                if len(self._buf) > _KEEP:  # do not hold a rare huge frame's buffer for the link's life
+                    self._buf = bytearray(_INITIAL)

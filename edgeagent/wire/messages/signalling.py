@@ -12,21 +12,26 @@ __all__ = ["Answer", "Candidate", "Offer"]
 @message(56)
 @dataclass(frozen=True, slots=True)
 class Offer(Message):
-    """An SDP offer. ``fingerprint_sig`` signs the DTLS fingerprint with the sender's key."""
+    """An SDP offer, signed so a relaying domain cannot substitute its own DTLS endpoint.
+
+    ``fingerprint_sig`` is the sender's Ed25519 signature over
+    ``b"edgeagent-dtls-fingerprint:"`` followed by every ``a=fingerprint:``
+    value of the SDP as ``"<hash lower-case> <HEX upper-case>"``, joined by newlines.
+    """
 
     session_id: str = fld(1, STR, "identifies the negotiation")
     sdp: str = fld(2, STR, "the SDP text")
-    fingerprint_sig: bytes = fld(3, BYTES, "Ed25519 signature over the DTLS fingerprint line", default=b"")
+    fingerprint_sig: bytes = fld(3, BYTES, "Ed25519 signature over the SDP's DTLS fingerprints", default=b"")
 
 
 @message(57)
 @dataclass(frozen=True, slots=True)
 class Answer(Message):
-    """An SDP answer to an Offer with the same ``session_id``."""
+    """An SDP answer to an Offer with the same ``session_id``, signed like the Offer."""
 
     session_id: str = fld(1, STR, "the Offer's session id")
     sdp: str = fld(2, STR, "the SDP text")
-    fingerprint_sig: bytes = fld(3, BYTES, "Ed25519 signature over the DTLS fingerprint line", default=b"")
+    fingerprint_sig: bytes = fld(3, BYTES, "Ed25519 signature over the SDP's DTLS fingerprints", default=b"")
 
 
 @message(58)
