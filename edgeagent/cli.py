@@ -87,6 +87,7 @@ def _link_options(args: argparse.Namespace) -> LinkOptions:
         dead_after=lc.dead_after,
         handshake_timeout=lc.handshake_timeout,
         recv_queue=lc.recv_queue,
+        window=lc.window,
         cipher=lc.cipher,
         codecs=tuple("cbor" if c == "cbor" else "protobuf" for c in lc.codecs),
     )

@@ -29,6 +29,7 @@ _LINK_KEYS: dict[str, tuple[type, str]] = {
     "dead_after": (float, "positive number of seconds"),
     "handshake_timeout": (float, "positive number of seconds"),
     "recv_queue": (int, "positive integer"),
+    "window": (int, "positive integer (bytes)"),
     "cipher": (str, 'one of "auto", "AESGCM", "ChaChaPoly"'),
     "codecs": (list, 'list of "cbor" and/or "protobuf"'),
 }
@@ -42,6 +43,7 @@ class LinkConfig:
     dead_after: float = 45.0
     handshake_timeout: float = 10.0
     recv_queue: int = 64
+    window: int = 8 << 20
     cipher: str = "auto"
     codecs: tuple[str, ...] = ("cbor", "protobuf")
 

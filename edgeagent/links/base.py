@@ -74,6 +74,7 @@ class LinkStats:
     frames_sent: int = 0
     frames_received: int = 0
     refused: int = 0
+    credit_waits: int = 0
 
     @property
     def cost_per_byte(self) -> float:
@@ -91,7 +92,7 @@ class LinkStats:
 
 
 #: messages an authenticated but unauthorised peer may send
-UNAUTHORISED_ALLOWED: Final = frozenset({"Ping", "Pong", "PeerRecord", "Close", "Hello", "Response", "Error"})
+UNAUTHORISED_ALLOWED: Final = frozenset({"PeerRecord", "Hello", "Response", "Error"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,9 @@ class LinkOptions:
     ``handshake_timeout`` seconds a peer may take to complete the handshake;
     ``keepalive``         seconds between Pings on an idle link;
     ``dead_after``        seconds without any frame before the link is declared dead;
-    ``recv_queue``        envelopes buffered for the application before reading stops (backpressure);
+    ``recv_queue``        envelopes buffered for the application before reading stops;
+    ``window``            frame bytes the peer may have outstanding before it waits for Credit
+                          (flow control on every transport; 0 turns it off);
     ``network_kind``, ``metered``, ``cost_per_gb``: this side's network, told to peers in Hello;
     ``authorize``         predicate: may this NodeId use more than ping and peer records? (None: everyone).
     """
@@ -117,6 +120,7 @@ class LinkOptions:
     keepalive: float = 15.0
     dead_after: float = 45.0
     recv_queue: int = 64
+    window: int = 8 << 20
     limits: Limits = field(default_factory=Limits)
     network_kind: str = "unknown"
     metered: bool = False

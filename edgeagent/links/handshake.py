@@ -107,6 +107,7 @@ class Handshake:
             network_kind=o.network_kind,
             metered=o.metered,
             agent=f"edgeagent/{__version__}",
+            window=o.window,
         )
 
     def _payload(self, hello: Hello) -> bytes:

@@ -2,10 +2,16 @@
 
 It runs the handshake, then two tasks: a reader (records -> frames ->
 envelopes; answers Pings, refuses what an unauthorised peer may not ask,
-queues the rest for the application with a bounded queue, so a slow
-application stops the reading and TCP's window slows the sender) and a
-keepalive (Pings an idle link, measures RTT, declares the link dead when
-nothing arrives for ``dead_after`` seconds).
+queues the rest for the application with a bounded queue) and a keepalive
+(Pings an idle link, measures RTT, declares the link dead when nothing
+arrives for ``dead_after`` seconds).
+
+Flow control is credit-based and transport-independent: each side announces
+a ``window`` in its Hello; a sender may have at most the peer's window of
+frame bytes outstanding and waits for :class:`Credit`, which the receiver
+returns as the *application* consumes envelopes. A slow reader (or a relay
+whose next hop is slow) therefore holds its sender back on every transport,
+including WebRTC data channels, which cannot push back themselves.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..exceptions import (
     RemoteProtocolError,
 )
 from ..identity import Identity
-from ..wire import Close, Codec, Envelope, Error, ErrorCode, Hello, NodeId, Ping, Pong, decode, encode
+from ..wire import Close, Codec, Credit, Envelope, Error, ErrorCode, Hello, NodeId, Ping, Pong, decode, encode
 from .base import UNAUTHORISED_ALLOWED, Connection, FrameTransport, LinkOptions, LinkStats
 from .handshake import Handshake, HandshakeResult
 from .records import RecordReader, RecordWriter
@@ -37,6 +43,7 @@ __all__ = ["Link", "establish"]
 
 log = logging.getLogger(__name__)
 _MAX_CONTROL_TASKS: Final = 16
+_NO_CREDIT: Final = (Ping, Pong, Close, Credit)  # control traffic never waits for credit
 _CLOSE_TIMEOUT: Final = 2.0
 
 
@@ -115,7 +122,13 @@ class Link(Connection):
         self.stats = LinkStats(network_kind=options.network_kind, cost_per_gb=options.cost_per_gb)
         self._writer = RecordWriter(result.send, transport.max_message_size)
         self._reader = RecordReader(result.recv, options.limits.max_frame)
-        self._inbox: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=options.recv_queue)
+        self._inbox: asyncio.Queue[tuple[Envelope, int] | None] = asyncio.Queue(maxsize=options.recv_queue)
+        # flow control: what we may still send (None: the peer does no flow control), what we owe
+        self._peer_window = result.peer_hello.window
+        self._credit: int | None = self._peer_window or None
+        self._credit_changed = asyncio.Condition()
+        self._owed = 0
+        self._granting: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self._pings: dict[int, tuple[float, asyncio.Future[float] | None]] = {}
         self._control: set[asyncio.Task[None]] = set()
@@ -147,7 +160,38 @@ class Link(Connection):
         if self.closed:
             raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
         frame = encode(env, self.codec)
+        if self._credit is not None and not isinstance(env.body, _NO_CREDIT):
+            await self._take_credit(len(frame))
         await self._send_frame(frame)
+
+    async def _take_credit(self, n: int) -> None:
+        need = min(n, self._peer_window)  # a frame larger than the window waits for a full window
+        async with self._credit_changed:
+            if (self._credit or 0) < need:
+                self.stats.credit_waits += 1
+                await self._credit_changed.wait_for(lambda: self.closed or (self._credit or 0) >= need)
+            if self.closed:
+                raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
+            assert self._credit is not None
+            self._credit -= n
+
+    def _consumed(self, n: int) -> None:
+        """The application took ``n`` frame bytes: return credit in batches of a quarter window."""
+        if not self.options.window:
+            return
+        self._owed += n
+        if self._owed >= self.options.window // 4 and self._granting is None and not self.closed:
+            self._granting = asyncio.create_task(self._grant())
+
+    async def _grant(self) -> None:
+        try:
+            while self._owed > 0 and not self.closed:
+                owed, self._owed = self._owed, 0
+                await self.send(Envelope(Credit(owed), self.local, destination=self.peer))
+        except (LinkError, EncodeError):
+            pass
+        finally:
+            self._granting = None
 
     async def _send_frame(self, frame: bytes) -> None:
         async with self._send_lock:
@@ -194,10 +238,12 @@ class Link(Connection):
     async def recv(self) -> Envelope:
         if self.closed and self._inbox.empty():
             raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
-        env = await self._inbox.get()
-        if env is None:
+        item = await self._inbox.get()
+        if item is None:
             self._inbox.put_nowait(None)  # wake other readers too
             raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
+        env, size = item
+        self._consumed(size)
         return env
 
     async def _read_loop(self) -> None:
@@ -208,9 +254,12 @@ class Link(Connection):
                 self.stats.bytes_received += len(message)
                 for frame in self._reader.feed(message):
                     self.stats.frames_received += 1
+                    size = len(frame)
                     env = self._decode(frame)  # the view is valid until the next frame
-                    if env is not None:
-                        await self._dispatch(env)
+                    if env is None:
+                        self._consumed(size)
+                    else:
+                        await self._dispatch(env, size)
         except LinkError as exc:
             await self._shutdown(exc)
         except RemoteProtocolError as exc:
@@ -230,11 +279,14 @@ class Link(Connection):
             self._send_control(Error(ErrorCode.DECODE, str(exc)))
             return None
 
-    async def _dispatch(self, env: Envelope) -> None:
-        if env.source != self.peer and not self.authorised:
-            self._refuse(env, "unauthorised peers may only speak for themselves")
-            return
+    async def _dispatch(self, env: Envelope, size: int) -> None:
         body = env.body
+        if isinstance(body, Credit):
+            if self._credit is not None:
+                async with self._credit_changed:
+                    self._credit += body.bytes
+                    self._credit_changed.notify_all()
+            return
         if isinstance(body, Ping):
             self._send_control(Pong(body.nonce), reply_to=env.msg_id)
             return
@@ -250,10 +302,18 @@ class Link(Connection):
         if isinstance(body, Close):
             await self._shutdown(LinkClosed(f"peer closed the link ({body.code}: {body.reason})"), send_close=False)
             return
-        if not self.authorised and type(body).__name__ not in UNAUTHORISED_ALLOWED:
-            self._refuse(env, f"{self.peer} is not authorised to send {type(body).__name__}")
-            return
-        await self._inbox.put(env)
+        if not self.authorised:
+            if env.source != self.peer:
+                reason = "unauthorised peers may only speak for themselves"
+            elif type(body).__name__ not in UNAUTHORISED_ALLOWED:
+                reason = f"{self.peer} is not authorised to send {type(body).__name__}"
+            else:
+                reason = ""
+            if reason:
+                self._consumed(size)
+                self._refuse(env, reason)
+                return
+        await self._inbox.put((env, size))
 
     def _refuse(self, env: Envelope, reason: str) -> None:
         self.stats.refused += 1
@@ -311,6 +371,8 @@ class Link(Connection):
         for _, fut in self._pings.values():
             if fut is not None and not fut.done():
                 fut.set_exception(error)
+        async with self._credit_changed:  # wake senders waiting for credit
+            self._credit_changed.notify_all()
         if send_close and not self.transport.closed and not isinstance(error, LinkTimeout):
             try:
                 frame = encode(Envelope(Close(code, reason[:120]), self.local, destination=self.peer), self.codec)

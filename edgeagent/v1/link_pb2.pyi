@@ -28,7 +28,7 @@ class HandshakePayload(_message.Message):
     def __init__(self, node_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node_id", "versions", "codecs", "capabilities", "role", "listen", "network_kind", "metered", "agent")
+    __slots__ = ("node_id", "versions", "codecs", "capabilities", "role", "listen", "network_kind", "metered", "agent", "window")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CODECS_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class Hello(_message.Message):
     NETWORK_KIND_FIELD_NUMBER: _ClassVar[int]
     METERED_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     node_id: bytes
     versions: _containers.RepeatedScalarFieldContainer[int]
     codecs: _containers.RepeatedScalarFieldContainer[str]
@@ -47,7 +48,8 @@ class Hello(_message.Message):
     network_kind: str
     metered: bool
     agent: str
-    def __init__(self, node_id: _Optional[bytes] = ..., versions: _Optional[_Iterable[int]] = ..., codecs: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., listen: _Optional[_Iterable[str]] = ..., network_kind: _Optional[str] = ..., metered: _Optional[bool] = ..., agent: _Optional[str] = ...) -> None: ...
+    window: int
+    def __init__(self, node_id: _Optional[bytes] = ..., versions: _Optional[_Iterable[int]] = ..., codecs: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., listen: _Optional[_Iterable[str]] = ..., network_kind: _Optional[str] = ..., metered: _Optional[bool] = ..., agent: _Optional[str] = ..., window: _Optional[int] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("nonce", "padding")
@@ -86,3 +88,9 @@ class Error(_message.Message):
     reason: str
     retry_after_ms: int
     def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class Credit(_message.Message):
+    __slots__ = ("bytes",)
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    def __init__(self, bytes: _Optional[int] = ...) -> None: ...

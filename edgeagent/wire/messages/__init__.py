@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .discovery import PeerList, PeerRecord, RouteReply, RouteRequest
 from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, RoundStart, Update
-from .link import Close, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
+from .link import Close, Credit, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
 from .payload import HASH_SIZES, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
 from .signalling import Answer, Candidate, Offer
 from .worker import (
@@ -26,6 +26,7 @@ __all__ = [
     "Chunk",
     "ChunkRequest",
     "Close",
+    "Credit",
     "Eligibility",
     "Error",
     "ErrorCode",

@@ -9,7 +9,18 @@ from typing import Any
 from ..nodeid import NodeId
 from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, VALUE, Message, Rep, Struct, StructKind, fld, message, struct
 
-__all__ = ["Close", "Error", "ErrorCode", "HandshakeOffer", "HandshakePayload", "Hello", "Ping", "Pong", "Response"]
+__all__ = [
+    "Close",
+    "Credit",
+    "Error",
+    "ErrorCode",
+    "HandshakeOffer",
+    "HandshakePayload",
+    "Hello",
+    "Ping",
+    "Pong",
+    "Response",
+]
 
 
 @message(16)
@@ -26,6 +37,9 @@ class Hello(Message):
     network_kind: str = fld(7, STR, "wifi, ethernet, cellular, loopback or unknown", default="unknown")
     metered: bool = fld(8, BOOL, "true when the sender's bytes are metered", default=False)
     agent: str = fld(9, STR, 'software and version, e.g. "edgeagent/0.1.0"', default="")
+    window: int = fld(
+        10, U64, "frame bytes the sender accepts before it returns Credit (0: no flow control)", default=0
+    )
 
 
 @struct
@@ -77,6 +91,19 @@ class Close(Message):
 
     code: int = fld(1, U32, "1000 normal, 1001 going away, 1008 policy, 1011 error", default=1000)
     reason: str = fld(2, STR, "human-readable reason", default="")
+
+
+@message(22)
+@dataclass(frozen=True, slots=True)
+class Credit(Message):
+    """Flow control: the sender has consumed ``bytes`` more frame bytes; the peer may send that much more.
+
+    Each side may have at most the other's Hello ``window`` of frame bytes
+    outstanding (Ping, Pong, Close and Credit do not count), so a slow reader
+    bounds its peer on every transport, whether or not the transport pushes back.
+    """
+
+    bytes: int = fld(1, U64, "frame bytes consumed since the last Credit")
 
 
 class ErrorCode(IntEnum):
