@@ -106,7 +106,7 @@ async def serve(kind: str) -> None:
                     await link.send(Envelope(Progress(body.payload_id, got, True), ident.node_id))
                     done.set()
 
-    opts = LinkOptions(insecure=kind == "link-plain")
+    opts = LinkOptions(insecure=kind == "link-plain", window=int(os.environ.get("BENCH_WINDOW", str(16 << 20))))
     lst = await listen("ws://127.0.0.1:0", ident, on_link, opts)
     announce(lst.port)
     try:
@@ -165,7 +165,8 @@ async def send(kind: str, port: int, total: int) -> float:
     from edgeagent.wire import Chunk, Envelope, Progress
 
     ident = Identity.generate()
-    link = await dial(f"ws://127.0.0.1:{port}", ident, LinkOptions(insecure=kind == "link-plain"))
+    window = int(os.environ.get("BENCH_WINDOW", str(16 << 20)))
+    link = await dial(f"ws://127.0.0.1:{port}", ident, LinkOptions(insecure=kind == "link-plain", window=window))
     try:
         pid = b"p" * 32
         t0 = time.perf_counter()

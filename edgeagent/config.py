@@ -43,7 +43,7 @@ class LinkConfig:
     dead_after: float = 45.0
     handshake_timeout: float = 10.0
     recv_queue: int = 64
-    window: int = 8 << 20
+    window: int = 16 << 20
     cipher: str = "auto"
     codecs: tuple[str, ...] = ("cbor", "protobuf")
 

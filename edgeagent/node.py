@@ -27,7 +27,7 @@ from .links.base import LinkOptions
 from .links.link import Link
 from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
-from .wire import Envelope, Error, ErrorCode, NodeId, PeerList, PeerRecord
+from .wire import Answer, Candidate, Envelope, Error, ErrorCode, NodeId, Offer, PeerList, PeerRecord
 
 __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
 
@@ -38,16 +38,22 @@ _MAX_CONTROL_REQUEST: Final = 64 * 1024
 
 @dataclass
 class NodeConfig:
-    """What a node does. ``allow`` is None for an open node (every authenticated peer is authorised)."""
+    """What a node does.
+
+    ``allow``: the peers authorised besides the node's domain (default none); None makes the
+    node open (every authenticated peer is authorised).
+    """
 
     role: str = "device"
     listen: list[str] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
     domain: str | None = None
-    allow: set[NodeId] | None = None
+    allow: set[NodeId] | None = field(default_factory=set)
     link: LinkOptions = field(default_factory=LinkOptions)
     server_tls: ssl.SSLContext | None = None  # for wss:// listen URLs
     client_tls: ssl.SSLContext | None = None  # for dialling wss:// URLs (None: system CAs)
+    ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs for WebRTC; none by default
+    forward: bool | None = None  # relay envelopes addressed to other nodes (default: domains do)
 
 
 class Node:
@@ -70,7 +76,14 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
-        self.handlers: dict[type, Callable[[Link, Envelope], Awaitable[None]]] = {PeerRecord: self._on_peer_record}
+        self.handlers: dict[type, Callable[[Link, Envelope], Awaitable[None]]] = {
+            PeerRecord: self._on_peer_record,
+            Offer: self._on_offer,
+            Answer: self._on_signal,
+            Candidate: self._on_signal,
+        }
+        self._rtc_sessions: dict[str, Any] = {}  # session id -> QueueSignaller
+        self.forwarded = 0
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -144,7 +157,9 @@ class Node:
             async for env in link:
                 handler = self.handlers.get(type(env.body))
                 try:
-                    if handler is not None:
+                    if env.destination is not None and env.destination != self.identity.node_id:
+                        await self._forward(link, env)
+                    elif handler is not None:
                         await handler(link, env)
                     elif env.reply_to is None:
                         await link.send(
@@ -165,6 +180,105 @@ class Node:
                 self.links.pop(link.peer, None)
             log.info("link down: %s (%s)", link.peer, link.close_error)
 
+    # -- forwarding (the domain is the intentional bottleneck between its devices) ---------
+
+    async def _forward(self, link: Link, env: Envelope) -> None:
+        forward = self.config.forward if self.config.forward is not None else self.config.role == "domain"
+        dst = env.destination
+        assert dst is not None
+        reason = ""
+        if not forward:
+            reason = "this node does not forward"
+        elif not link.authorised:
+            reason = "only authorised peers may send through this node"
+        elif env.ttl <= 1:
+            reason = "hop limit (ttl) reached"
+        targets = self.links.get(dst, []) if not reason else []
+        if not reason and not targets:
+            reason = f"no link to {dst}"
+        if reason:
+            if env.reply_to is None and not isinstance(env.body, Error):
+                code = ErrorCode.NO_ROUTE if "link" in reason or "ttl" in reason else ErrorCode.UNAUTHORIZED
+                await link.send(env.reply(Error(code, reason), self.identity.node_id))
+            return
+        self.forwarded += 1
+        await targets[0].send(dataclasses.replace(env, ttl=env.ttl - 1))
+
+    # -- WebRTC -------------------------------------------------------------------------------
+
+    def _signal_path(self, peer: NodeId) -> Link:
+        """The link signalling to ``peer`` goes over: a direct link, else the domain's."""
+        for candidate in [peer, *self._domain_ids]:
+            for link in self.links.get(candidate, []):
+                if link.transport_kind != "webrtc":
+                    return link
+        raise EdgeAgentError(f"no link to {peer} or to a domain to signal through")
+
+    def _signaller(self, via: Link, peer: NodeId, session_id: str) -> Any:
+        from .links.webrtc import QueueSignaller
+
+        async def send(body: Any) -> None:
+            await via.send(Envelope(body, self.identity.node_id, destination=peer))
+
+        sig = QueueSignaller(send)
+        self._rtc_sessions[session_id] = sig
+        return sig
+
+    async def connect_rtc(self, peer: NodeId, timeout: float = 30.0) -> Link:
+        """Open a WebRTC link to ``peer``, signalling through the domain (needs the webrtc extra)."""
+        import secrets
+
+        from .links.webrtc import rtc_dial
+
+        session_id = secrets.token_hex(8)
+        sig = self._signaller(self._signal_path(peer), peer, session_id)
+        try:
+            link = await rtc_dial(
+                self.identity,
+                sig,
+                self.link_options,
+                expected_peer=peer,
+                ice_servers=self.config.ice_servers,
+                session_id=session_id,
+                timeout=timeout,
+            )
+        finally:
+            self._rtc_sessions.pop(session_id, None)
+        await self._on_link(link)
+        return link
+
+    async def _on_offer(self, link: Link, env: Envelope) -> None:
+        offer = env.body
+        assert isinstance(offer, Offer)
+        if not link.authorised:  # the domain vouches for what it relays; others must be authorised
+            await link.send(
+                env.reply(Error(ErrorCode.UNAUTHORIZED, "not authorised to open WebRTC links"), self.identity.node_id)
+            )
+            return
+        if len(self._rtc_sessions) >= 64 or offer.session_id in self._rtc_sessions:
+            await link.send(env.reply(Error(ErrorCode.BUSY, "too many WebRTC negotiations"), self.identity.node_id))
+            return
+        sig = self._signaller(link, env.source, offer.session_id)
+        self._spawn(self._accept_rtc(env, sig))
+
+    async def _accept_rtc(self, env: Envelope, sig: Any) -> None:
+        from .links.webrtc import rtc_accept
+
+        session_id = env.body.session_id  # type: ignore[attr-defined]
+        try:
+            link = await rtc_accept(self.identity, env, sig, self.link_options, ice_servers=self.config.ice_servers)
+        except EdgeAgentError as exc:
+            log.warning("WebRTC from %s failed: %s", env.source, exc)
+            return
+        finally:
+            self._rtc_sessions.pop(session_id, None)
+        await self._on_link(link)
+
+    async def _on_signal(self, link: Link, env: Envelope) -> None:
+        sig = self._rtc_sessions.get(env.body.session_id)  # type: ignore[attr-defined]
+        if sig is not None:
+            sig.feed(env.body)
+
     async def _on_peer_record(self, link: Link, env: Envelope) -> None:
         rec = env.body
         assert isinstance(rec, PeerRecord)
@@ -174,8 +288,9 @@ class Node:
             await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, str(exc)), self.identity.node_id))
             return
         if rec.node_id != env.source:
-            await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, "a peer may only register itself"),
-                                      self.identity.node_id))
+            await link.send(
+                env.reply(Error(ErrorCode.UNAUTHORIZED, "a peer may only register itself"), self.identity.node_id)
+            )
             return
         old = self.peer_records.get(rec.node_id)
         if old is None or rec.seq > old.seq:

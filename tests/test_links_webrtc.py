@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from edgeagent.exceptions import HandshakeError, LinkClosed, LinkError, LinkTimeout, RemoteProtocolError
+from edgeagent.exceptions import EdgeAgentError, HandshakeError, LinkClosed, LinkError, LinkTimeout, RemoteProtocolError
 from edgeagent.identity import Identity
 from edgeagent.links.base import LinkOptions
 from edgeagent.links.link import Link
@@ -505,3 +505,45 @@ def test_webrtc_between_two_processes_signalled_through_a_relay(netns: Netns, tm
     assert dialled["ours_bytes"] == 8 * MiB == dialled["raw_bytes"]
     assert dialled["closed"] and answered["clean_close"], answered["close_error"]
     assert relayed["links"] == 2 and relayed["forwarded"]["Offer"] >= 1 and relayed["forwarded"]["Answer"] >= 1
+
+
+async def _wait_for(cond: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.05)
+
+
+async def test_nodes_open_webrtc_through_their_domain(inside: Netns, tmp_path: Path) -> None:
+    """Real Nodes: the domain relays the signed Offer/Answer between two devices, which then link directly."""
+    from edgeagent.node import Node, NodeConfig
+
+    domain = Node(
+        Identity.generate(), tmp_path / "d", NodeConfig(role="domain", listen=[f"ws://{inside.address}:0"], allow=set())
+    )
+    await domain.start()
+    devices: list[Node] = []
+    try:
+        url = domain.listen_urls[0]
+        for name in ("a", "b"):
+            node = Node(Identity.generate(), tmp_path / name, NodeConfig(domain=url, allow=set(), link=_options()))
+            await node.start()
+            devices.append(node)
+        a, b = devices
+        await _wait_for(lambda: len(domain.links) == 2)
+        # the devices are not authorised at the domain yet: it refuses to relay for them
+        with pytest.raises(EdgeAgentError):
+            await a.connect_rtc(b.identity.node_id, timeout=3)
+        for links in domain.links.values():  # now the domain authorises them
+            for link in links:
+                link.authorised = True
+        link = await a.connect_rtc(b.identity.node_id, timeout=20)
+        assert link.transport_kind == "webrtc" and link.peer == b.identity.node_id
+        assert await link.ping() > 0
+        await _wait_for(lambda: any(lk.transport_kind == "webrtc" for lk in b.links.get(a.identity.node_id, [])))
+        assert domain.forwarded >= 2  # at least the Offer and the Answer went through the domain
+        kinds = {ln["transport"] for ln in a.status()["links"]}
+        assert kinds == {"websocket", "webrtc"}
+    finally:
+        for node in devices:
+            await node.stop()
+        await domain.stop()

@@ -120,7 +120,7 @@ class LinkOptions:
     keepalive: float = 15.0
     dead_after: float = 45.0
     recv_queue: int = 64
-    window: int = 8 << 20
+    window: int = 16 << 20
     limits: Limits = field(default_factory=Limits)
     network_kind: str = "unknown"
     metered: bool = False
