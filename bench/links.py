@@ -6,6 +6,8 @@ Rows (sender in this process, receiver in a child process, one direction):
   ws             raw websockets library, binary messages, compression off
   link-plain     our link over WebSocket, insecure (records without encryption)
   link           our link over WebSocket, Noise-encrypted (the default)
+  webrtc-raw     raw aiortc data channel     } both ends in one process inside a network
+  webrtc         our link over a data channel } namespace this script creates (aioice skips 127.0.0.1)
 plus handshake times: raw websockets connect vs our dial (WebSocket + Noise XX + Hello).
 
 Each figure is the median of several rounds; the rows of one round run back to
@@ -217,6 +219,41 @@ async def handshake_times(n: int) -> dict[str, float]:
     return {"ws_connect_ms": statistics.median(raw) * 1000, "link_dial_ms": statistics.median(ours) * 1000}
 
 
+def webrtc_rows(rounds: int, mib: int) -> dict[str, Any]:
+    """Our WebRTC link vs a raw aiortc channel, alternating, in a namespace made here (skipped if impossible)."""
+    try:
+        import aiortc  # noqa: F401
+    except ImportError:
+        return {"skipped": "aiortc is not installed (the webrtc extra)"}
+    from tests.netns import NetnsUnavailable, create_netns
+
+    try:
+        ns = create_netns("ea-bench")
+    except NetnsUnavailable as exc:
+        return {"skipped": f"network namespaces cannot be made here: {exc}"}
+    ours: list[float] = []
+    raw: list[float] = []
+    try:
+        for _ in range(rounds):
+            run = subprocess.run(
+                ns.argv([sys.executable, "-m", "tests.netns", "bench", "--mib", str(mib), "--lifetime", "120"]),
+                capture_output=True,
+                text=True,
+                timeout=150,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+            )
+            line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                return {"skipped": f"webrtc bench failed: {run.stderr.strip()[-300:]}"}
+            result = json.loads(line[len("RESULT ") :])
+            ours.append(result["ours_MBps"])
+            raw.append(result["raw_MBps"])
+    finally:
+        ns.delete()
+    return {"ours_mb_s": statistics.median(ours), "raw_mb_s": statistics.median(raw), "all_ours": ours, "all_raw": raw}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--serve", choices=CASES, help=argparse.SUPPRESS)
@@ -224,6 +261,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mib", type=int, default=128, help="MiB moved per measurement")
+    ap.add_argument("--no-webrtc", action="store_true", help="skip the WebRTC rows")
     args = ap.parse_args()
     from edgeagent._malloc import tune_malloc
 
@@ -249,6 +287,8 @@ def main() -> int:
                     proc.kill()
                     proc.wait()
     hs = asyncio.run(handshake_times(5 if args.quick else 50))
+    rtc_mib = 4 if args.quick else 16
+    rtc = {"skipped": "--no-webrtc"} if args.no_webrtc else webrtc_rows(1 if args.quick else 3, rtc_mib)
     med = {k: statistics.median(v) for k, v in results.items()}
     out: dict[str, Any] = {
         "environment": {
@@ -272,6 +312,7 @@ def main() -> int:
         },
         "targets": {"link_vs_tcp": 0.5, "link_plain_vs_tcp": 0.8},
         "handshake_ms": {k: round(v, 3) for k, v in hs.items()},
+        "webrtc": rtc,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     if args.json:
@@ -292,6 +333,14 @@ def main() -> int:
         f"handshake: raw websockets connect {hs['ws_connect_ms']:.2f} ms, "
         f"our dial {hs['link_dial_ms']:.2f} ms (medians)"
     )
+    if "skipped" in rtc:
+        print(f"webrtc: skipped ({rtc['skipped']})")
+    else:
+        print(
+            f"webrtc ({rtc_mib} MiB, one process, medians of {len(rtc['all_ours'])}): "
+            f"raw aiortc {rtc['raw_mb_s']:.1f} MB/s, "
+            f"our link {rtc['ours_mb_s']:.1f} MB/s = {rtc['ours_mb_s'] / rtc['raw_mb_s']:.2f}x (target >= 0.8)"
+        )
     print(f"elapsed {out['elapsed_s']} s")
     return 0
 
