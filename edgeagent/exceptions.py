@@ -19,6 +19,10 @@
     ├── PayloadError                a payload transfer failed
     │   └── ChunkVerifyError        a chunk's hash did not match its manifest
     ├── Unauthorized                the peer may not do what it asked
+    ├── ObjectStoreError            a worker's object store refused
+    │   ├── ObjectNotFound          no object (or plan) by that id
+    │   └── QuotaExceeded           the store's byte quota would be exceeded
+    ├── OperationError              an allow-listed operation failed or was malformed
     ├── RemoteError                 the peer answered a request with an Error message
     └── RequestTimeout              no reply within the request's deadline
 
@@ -41,8 +45,12 @@ __all__ = [
     "LinkTimeout",
     "LocalProtocolError",
     "NoRoute",
+    "ObjectNotFound",
+    "ObjectStoreError",
+    "OperationError",
     "PayloadError",
     "ProtocolError",
+    "QuotaExceeded",
     "RemoteError",
     "RemoteProtocolError",
     "RequestTimeout",
@@ -120,6 +128,22 @@ class ChunkVerifyError(PayloadError):
 
 class Unauthorized(EdgeAgentError):
     """The peer is not allowed to do what it asked."""
+
+
+class ObjectStoreError(EdgeAgentError):
+    """A worker's object store refused the request."""
+
+
+class ObjectNotFound(ObjectStoreError):
+    """No object (or plan) is stored under that id (or its lease expired)."""
+
+
+class QuotaExceeded(ObjectStoreError):
+    """Storing the object would exceed the store's byte quota."""
+
+
+class OperationError(EdgeAgentError):
+    """An operation is not allow-listed, has malformed arguments, or failed."""
 
 
 class RemoteError(EdgeAgentError):

@@ -99,3 +99,11 @@ class PlanCommandMessage(_message.Message):
     args: _containers.RepeatedCompositeFieldContainer[_common_pb2.Value]
     return_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, command: _Optional[str] = ..., plan_name: _Optional[str] = ..., plan: _Optional[_Union[Plan, _Mapping]] = ..., args: _Optional[_Iterable[_Union[_common_pb2.Value, _Mapping]]] = ..., return_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RenewLeaseMessage(_message.Message):
+    __slots__ = ("obj_ids", "lease_ms")
+    OBJ_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    obj_ids: _containers.RepeatedScalarFieldContainer[str]
+    lease_ms: int
+    def __init__(self, obj_ids: _Optional[_Iterable[str]] = ..., lease_ms: _Optional[int] = ...) -> None: ...

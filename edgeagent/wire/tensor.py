@@ -65,7 +65,9 @@ class Tensor:
     def from_numpy(cls, array: np.ndarray[Any, Any]) -> Tensor:
         import numpy as np
 
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array)
+        if not arr.flags.c_contiguous:  # (ascontiguousarray would turn a 0-d array into 1-d)
+            arr = np.ascontiguousarray(arr)
         name = arr.dtype.name
         if name not in DTYPES:
             raise EncodeError(f"dtype {name} has no wire form; use one of {sorted(DTYPES)}")

@@ -16,6 +16,7 @@ from .worker import (
     Operation,
     Plan,
     PlanCommandMessage,
+    RenewLeaseMessage,
     SearchMessage,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "PlanCommandMessage",
     "Pong",
     "Progress",
+    "RenewLeaseMessage",
     "Response",
     "RoundResult",
     "RoundStart",

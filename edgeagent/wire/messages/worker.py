@@ -16,6 +16,7 @@ __all__ = [
     "Operation",
     "Plan",
     "PlanCommandMessage",
+    "RenewLeaseMessage",
     "SearchMessage",
 ]
 
@@ -101,6 +102,19 @@ class Plan(Struct):
     operations: tuple[Operation, ...] = fld(2, Rep(StructKind(Operation)), "the steps, in order")
     inputs: tuple[str, ...] = fld(3, Rep(STR), "placeholder ids bound to the run's arguments")
     outputs: tuple[str, ...] = fld(4, Rep(STR), "ids whose values the run returns")
+
+
+@message(40)
+@dataclass(frozen=True, slots=True)
+class RenewLeaseMessage(Message):
+    """Extend the leases of objects the sender holds pointers to (unknown ids are ignored).
+
+    Objects live until their lease expires unless renewed: no reference counting,
+    so a lost delete or a crashed client never pins memory for good.
+    """
+
+    obj_ids: tuple[str, ...] = fld(1, Rep(STR), "ids to renew")
+    lease_ms: int = fld(2, U64, "new lease from now; 0 = the worker's default", default=0)
 
 
 @message(39)

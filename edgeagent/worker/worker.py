@@ -1,0 +1,232 @@
+"""The worker: answers the PySyft-style message set from its object store (pure).
+
+``Worker.handle(body, requester, now)`` returns the Response or Error to send
+back; it never raises for a bad request, and a refused or failed request
+leaves the store exactly as it was. The asyncio driver (``node.py``) calls it
+for authorised peers and sends the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import EdgeAgentError, ObjectNotFound, ObjectStoreError, OperationError, QuotaExceeded
+from ..wire import (
+    Error,
+    ErrorCode,
+    ForceObjectDeleteMessage,
+    GetShapeMessage,
+    IsNoneMessage,
+    Message,
+    NodeId,
+    ObjectMessage,
+    ObjectRef,
+    ObjectRequestMessage,
+    Operation,
+    Plan,
+    PlanCommandMessage,
+    RenewLeaseMessage,
+    Response,
+    SearchMessage,
+    Tensor,
+)
+from ..wire.cbor import encode_struct
+from .ops import OPS, run_op
+from .permissions import Permissions, Right
+from .store import ObjectStore
+
+__all__ = ["WORKER_MESSAGES", "Worker"]
+
+WORKER_MESSAGES: tuple[type[Message], ...] = (
+    Operation,
+    ObjectMessage,
+    ObjectRequestMessage,
+    IsNoneMessage,
+    GetShapeMessage,
+    ForceObjectDeleteMessage,
+    SearchMessage,
+    PlanCommandMessage,
+    RenewLeaseMessage,
+)
+
+_MAX_ID = 256
+_MAX_PLAN_STEPS = 256
+
+
+def _check_id(obj_id: str) -> None:
+    if not obj_id or len(obj_id) > _MAX_ID:
+        raise OperationError(f"object ids are 1..{_MAX_ID} characters")
+
+
+@dataclass
+class Worker:
+    store: ObjectStore = field(default_factory=ObjectStore)
+    permissions: Permissions = field(default_factory=Permissions)
+    max_result_bytes: int = 64 << 20
+    max_plans: int = 256
+    plans: dict[str, tuple[Plan, NodeId]] = field(default_factory=dict)
+
+    def handle(self, body: Message, requester: NodeId, now: float) -> Response | Error:
+        handler: Callable[[Any, NodeId, float], Response] | None = getattr(self, f"_on_{type(body).__name__}", None)
+        if handler is None or not isinstance(body, WORKER_MESSAGES):
+            return Error(ErrorCode.UNSUPPORTED, f"{type(body).__name__} is not a worker request")
+        try:
+            return handler(body, requester, now)
+        except PermissionError as exc:
+            return Error(ErrorCode.UNAUTHORIZED, str(exc))
+        except ObjectNotFound as exc:
+            return Error(ErrorCode.NOT_FOUND, str(exc))
+        except QuotaExceeded as exc:
+            return Error(ErrorCode.QUOTA, str(exc))
+        except (OperationError, ObjectStoreError) as exc:
+            return Error(ErrorCode.BAD_REQUEST, str(exc))
+        except EdgeAgentError as exc:
+            return Error(ErrorCode.BAD_REQUEST, str(exc))
+
+    def _need(self, requester: NodeId, right: Right) -> None:
+        if not self.permissions.allows(requester, right):
+            raise PermissionError(f"{requester} lacks the {(right.name or str(right)).lower()} right on this worker")
+
+    # -- objects ------------------------------------------------------------------------------
+
+    def _on_ObjectMessage(self, m: ObjectMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.PUSH)
+        _check_id(m.obj_id)
+        existing = self.store._objects.get(m.obj_id)
+        foreign = existing is not None and existing.owner not in (None, requester)
+        if foreign and not self.permissions.is_domain(requester):
+            raise PermissionError(f"object {m.obj_id!r} belongs to another peer")
+        lease = m.lease_ms / 1000 if m.lease_ms else None
+        self.store.put(m.obj_id, m.obj, now=now, tags=m.tags, description=m.description, owner=requester, lease=lease)
+        return Response(m.obj_id)
+
+    def _pullable(self, obj_id: str, requester: NodeId, now: float) -> Any:
+        obj = self.store.get(obj_id, now=now)
+        if obj.owner not in (None, requester) and not self.permissions.is_domain(requester):
+            raise PermissionError(f"object {obj_id!r} belongs to another peer")
+        return obj
+
+    def _on_ObjectRequestMessage(self, m: ObjectRequestMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.PULL)
+        obj = self._pullable(m.obj_id, requester, now)
+        if not m.keep:
+            self.store.delete([m.obj_id])
+        return Response(obj.value)
+
+    def _on_IsNoneMessage(self, m: IsNoneMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.SEARCH)
+        try:
+            self.store.get(m.obj_id, now=now)
+        except ObjectNotFound:
+            return Response(True)
+        return Response(False)
+
+    def _on_GetShapeMessage(self, m: GetShapeMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.SEARCH)
+        value = self.store.get(m.obj_id, now=now).value
+        if not isinstance(value, Tensor):
+            raise OperationError(f"object {m.obj_id!r} is not a tensor")
+        return Response(list(value.shape))
+
+    def _on_ForceObjectDeleteMessage(self, m: ForceObjectDeleteMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.PUSH)
+        mine = [
+            i
+            for i in m.obj_ids
+            if i in self.store
+            and (self.store._objects[i].owner in (None, requester) or self.permissions.is_domain(requester))
+        ]
+        return Response(self.store.delete(mine))
+
+    def _on_SearchMessage(self, m: SearchMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.SEARCH)
+        return Response(self.store.search(m.terms, now=now))
+
+    def _on_RenewLeaseMessage(self, m: RenewLeaseMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.PUSH)
+        lease = m.lease_ms / 1000 if m.lease_ms else None
+        return Response(self.store.renew(list(m.obj_ids), now=now, lease=lease))
+
+    # -- operations and plans --------------------------------------------------------------------
+
+    def _resolve(self, value: Any, requester: NodeId, now: float, scope: dict[str, Any]) -> Any:
+        if isinstance(value, ObjectRef):
+            if value.id in scope:
+                return scope[value.id]
+            return self._pullable(value.id, requester, now).value
+        return value
+
+    def _compute(self, op: Operation, requester: NodeId, now: float, scope: dict[str, Any]) -> Tensor:
+        args = [self._resolve(a, requester, now, scope) for a in op.cmd_args]
+        if op.cmd_owner is not None:
+            args.insert(0, self._resolve(ObjectRef(op.cmd_owner), requester, now, scope))
+        kwargs = {k: self._resolve(v, requester, now, scope) for k, v in op.cmd_kwargs.items()}
+        return run_op(op.cmd_name, args, kwargs, max_result_bytes=self.max_result_bytes)
+
+    def _on_Operation(self, m: Operation, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.OPERATE)
+        if len(m.return_ids) != 1:
+            raise OperationError("an operation stores exactly one result: give one return id")
+        _check_id(m.return_ids[0])
+        result = self._compute(m, requester, now, {})
+        self.store.put(m.return_ids[0], result, now=now, owner=requester)
+        return Response(m.return_ids[0])
+
+    def _on_PlanCommandMessage(self, m: PlanCommandMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.PLAN)
+        if m.command == "list":
+            return Response(sorted(self.plans))
+        if m.command == "register":
+            plan = m.plan
+            if plan is None or not plan.name:
+                raise OperationError("register needs a plan with a name")
+            if m.plan_name and m.plan_name != plan.name:
+                raise OperationError("plan_name and plan.name differ")
+            if not plan.operations or len(plan.operations) > _MAX_PLAN_STEPS:
+                raise OperationError(f"a plan has 1..{_MAX_PLAN_STEPS} operations")
+            for step in plan.operations:
+                if step.cmd_name not in OPS:
+                    raise OperationError(f"plan step {step.cmd_name!r} is not an allowed operation")
+                if len(step.return_ids) != 1:
+                    raise OperationError("each plan step names exactly one result")
+            if plan.name not in self.plans and len(self.plans) >= self.max_plans:
+                raise OperationError("too many plans on this worker")
+            old = self.plans.get(plan.name)
+            if old is not None and old[1] != requester and not self.permissions.is_domain(requester):
+                raise PermissionError(f"plan {plan.name!r} belongs to another peer")
+            self.plans[plan.name] = (plan, requester)
+            return Response(plan.name)
+        entry = self.plans.get(m.plan_name)
+        if entry is None:
+            raise ObjectNotFound(f"no plan {m.plan_name!r}")
+        plan = entry[0]
+        if m.command == "fetch":
+            return Response(encode_struct(plan))
+        if m.command == "run":
+            return Response(self._run_plan(plan, m, requester, now))
+        raise OperationError(f"unknown plan command {m.command!r} (register, fetch, run, list)")
+
+    def _run_plan(self, plan: Plan, m: PlanCommandMessage, requester: NodeId, now: float) -> list[str]:
+        if len(m.args) != len(plan.inputs):
+            raise OperationError(f"plan {plan.name!r} takes {len(plan.inputs)} argument(s), got {len(m.args)}")
+        if m.return_ids and len(m.return_ids) != len(plan.outputs):
+            raise OperationError(f"plan {plan.name!r} has {len(plan.outputs)} output(s)")
+        scope: dict[str, Any] = {
+            name: self._resolve(arg, requester, now, {}) for name, arg in zip(plan.inputs, m.args, strict=True)
+        }
+        for step in plan.operations:
+            scope[step.return_ids[0]] = self._compute(step, requester, now, scope)
+        missing = [o for o in plan.outputs if o not in scope]
+        if missing:
+            raise OperationError(f"plan {plan.name!r} never computes {missing}")
+        ids = list(m.return_ids) or [f"{plan.name}:{o}" for o in plan.outputs]
+        # store all outputs or none: check the quota for the whole batch first
+        staged = ObjectStore(self.store.quota_bytes - self.store.used_bytes)
+        for i, o in zip(ids, plan.outputs, strict=True):
+            _check_id(i)
+            staged.put(i, scope[o], now=now)
+        for i, o in zip(ids, plan.outputs, strict=True):
+            self.store.put(i, scope[o], now=now, owner=requester)
+        return ids
