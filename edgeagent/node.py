@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .exceptions import EdgeAgentError, LinkError, SignatureError
+from .exceptions import EdgeAgentError, LinkError, NoRoute, RemoteError, RequestTimeout, SignatureError
 from .identity import Identity, verify_struct
 from .links.base import LinkOptions
 from .links.link import Link
 from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
-from .wire import Answer, Candidate, Envelope, Error, ErrorCode, NodeId, Offer, PeerList, PeerRecord
+from .wire import Answer, Candidate, Envelope, Error, ErrorCode, Message, NodeId, Offer, PeerList, PeerRecord
+from .worker import WORKER_MESSAGES, ObjectStore, Permissions, Worker
 
 __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
 
@@ -53,6 +54,8 @@ class NodeConfig:
     server_tls: ssl.SSLContext | None = None  # for wss:// listen URLs
     client_tls: ssl.SSLContext | None = None  # for dialling wss:// URLs (None: system CAs)
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs for WebRTC; none by default
+    store_quota: int = 256 << 20  # bytes the worker's object store may hold
+    default_lease: float = 600.0  # seconds an object lives unless its lease is renewed
     forward: bool | None = None  # relay envelopes addressed to other nodes (default: domains do)
 
 
@@ -76,7 +79,14 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
+        self.worker = Worker(
+            ObjectStore(config.store_quota, config.default_lease),
+            Permissions(domains=domain_ids, allowed=set(allow or ()), open=allow is None),
+        )
+        self._worker_lock = asyncio.Lock()
+        self._pending: dict[int, asyncio.Future[Envelope]] = {}
         self.handlers: dict[type, Callable[[Link, Envelope], Awaitable[None]]] = {
+            **dict.fromkeys(WORKER_MESSAGES, self._on_worker),
             PeerRecord: self._on_peer_record,
             Offer: self._on_offer,
             Answer: self._on_signal,
@@ -104,6 +114,11 @@ class Node:
         )
 
     @property
+    def domain_ids(self) -> set[NodeId]:
+        """NodeIds of this node's domains (learnt when their links come up)."""
+        return set(self._domain_ids)
+
+    @property
     def listen_urls(self) -> list[str]:
         return [lst.url for lst in self.listeners]
 
@@ -123,6 +138,9 @@ class Node:
             await self._control.wait_closed()
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / CONTROL_SOCKET).unlink()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -157,7 +175,15 @@ class Node:
             async for env in link:
                 handler = self.handlers.get(type(env.body))
                 try:
-                    if env.destination is not None and env.destination != self.identity.node_id:
+                    if (
+                        env.reply_to is not None
+                        and env.reply_to in self._pending
+                        and (env.destination is None or env.destination == self.identity.node_id)
+                    ):
+                        fut = self._pending.pop(env.reply_to)
+                        if not fut.done():
+                            fut.set_result(env)
+                    elif env.destination is not None and env.destination != self.identity.node_id:
                         await self._forward(link, env)
                     elif handler is not None:
                         await handler(link, env)
@@ -179,6 +205,47 @@ class Node:
             if not peers:
                 self.links.pop(link.peer, None)
             log.info("link down: %s (%s)", link.peer, link.close_error)
+
+    # -- worker and requests -------------------------------------------------------------------
+
+    async def _on_worker(self, link: Link, env: Envelope) -> None:
+        # one request at a time mutates the store; heavy operations run off the event loop so
+        # links keep answering pings meanwhile
+        async with self._worker_lock:
+            relayed_by = link.peer if link.peer != env.source else None
+            reply = await asyncio.to_thread(self.worker.handle, env.body, env.source, time.monotonic(), relayed_by)
+        await link.send(env.reply(reply, self.identity.node_id))
+
+    def link_to(self, peer: NodeId) -> Link:
+        """The link a message for ``peer`` leaves on: a direct link, else the domain's (which forwards)."""
+        for candidate in [peer, *self._domain_ids]:
+            links = self.links.get(candidate)
+            if links:
+                return links[0]
+        raise NoRoute(f"no link to {peer} and no domain to reach it through")
+
+    async def request(self, peer: NodeId, body: Message, *, timeout: float = 10.0) -> Message:
+        """Send ``body`` to ``peer`` and wait for its reply (the Response or the reply body).
+
+        Raises ``RemoteError`` when the peer answers with an Error, ``RequestTimeout``
+        after ``timeout`` seconds, ``NoRoute`` when no link leads there; cancelling the
+        call forgets the request (a late reply is dropped).
+        """
+        link = self.link_to(peer)
+        env = Envelope(body, self.identity.node_id, destination=peer)
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[env.msg_id] = fut
+        try:
+            await link.send(env)
+            async with asyncio.timeout(timeout):
+                reply = await fut
+        except TimeoutError:
+            raise RequestTimeout(f"{type(body).__name__} to {peer}: no reply within {timeout}s") from None
+        finally:
+            self._pending.pop(env.msg_id, None)
+        if isinstance(reply.body, Error):
+            raise RemoteError(reply.body.code, reply.body.reason)
+        return reply.body
 
     # -- forwarding (the domain is the intentional bottleneck between its devices) ---------
 

@@ -67,8 +67,14 @@ class Worker:
     max_result_bytes: int = 64 << 20
     max_plans: int = 256
     plans: dict[str, tuple[Plan, NodeId]] = field(default_factory=dict)
+    _relayed_by: NodeId | None = None
 
-    def handle(self, body: Message, requester: NodeId, now: float) -> Response | Error:
+    def handle(
+        self, body: Message, requester: NodeId, now: float, relayed_by: NodeId | None = None
+    ) -> Response | Error:
+        """Answer one request. ``relayed_by``: the domain that forwarded it, which vouches for
+        ``requester`` (the domain is the bottleneck that decides who reaches its devices)."""
+        self._relayed_by = relayed_by if relayed_by is not None and self.permissions.is_domain(relayed_by) else None
         handler: Callable[[Any, NodeId, float], Response] | None = getattr(self, f"_on_{type(body).__name__}", None)
         if handler is None or not isinstance(body, WORKER_MESSAGES):
             return Error(ErrorCode.UNSUPPORTED, f"{type(body).__name__} is not a worker request")
@@ -86,7 +92,8 @@ class Worker:
             return Error(ErrorCode.BAD_REQUEST, str(exc))
 
     def _need(self, requester: NodeId, right: Right) -> None:
-        if not self.permissions.allows(requester, right):
+        vouched = self._relayed_by is not None and self.permissions.allows(self._relayed_by, right)
+        if not vouched and not self.permissions.allows(requester, right):
             raise PermissionError(f"{requester} lacks the {(right.name or str(right)).lower()} right on this worker")
 
     # -- objects ------------------------------------------------------------------------------
