@@ -4,7 +4,9 @@ What it shows today (it grows as the project does): a domain node listens;
 each agent makes an Ed25519 identity and dials it over a WebSocket; the Noise
 XX handshake binds the link to both NodeIds and negotiates the codec (agents
 alternate CBOR and protobuf); each agent registers a signed PeerRecord and gets
-the peer list back; RTTs come from Ping/Pong. Then the failure cases: a record
+the peer list back; RTTs come from Ping/Pong; each agent pushes a tensor to
+the domain's worker, has it compute with allow-listed operations and pulls
+the result. Then the failure cases: a record
 signed by the wrong key is refused, a peer the domain has not authorised may
 ping but its object push is refused, and a dialler expecting another NodeId
 refuses the domain. The domain keeps serving throughout.
@@ -26,7 +28,20 @@ from .links.base import LinkOptions
 from .links.link import Link
 from .links.websocket import dial
 from .node import Node, NodeConfig
-from .wire import Codec, Envelope, Error, ErrorCode, ObjectMessage, PeerList, PeerRecord
+from .wire import (
+    Codec,
+    Envelope,
+    Error,
+    ErrorCode,
+    ObjectMessage,
+    ObjectRef,
+    ObjectRequestMessage,
+    Operation,
+    PeerList,
+    PeerRecord,
+    Response,
+    Tensor,
+)
 
 __all__ = ["run_demo"]
 
@@ -57,6 +72,7 @@ async def _agent(url: str, ident: Identity, codec: Codec, barrier: asyncio.Barri
         peers = await _call(link, ident, _record(ident, 2))
         rtts = [await link.ping() for _ in range(PINGS)]
         assert isinstance(peers.body, PeerList)
+        worker = await _worker_round(link, ident)
         return {
             "node_id": str(ident.node_id),
             "codec": link.codec,
@@ -65,9 +81,28 @@ async def _agent(url: str, ident: Identity, codec: Codec, barrier: asyncio.Barri
             "rtt_ms_median": round(statistics.median(rtts), 3),
             "bytes_sent": link.stats.bytes_sent,
             "bytes_received": link.stats.bytes_received,
+            "worker": worker,
         }
     finally:
         await link.close()
+
+
+async def _worker_round(link: Link, ident: Identity) -> str:
+    """Push a tensor to the domain's worker, have it compute x * 2 + 1, pull the result."""
+    import struct
+
+    values = [1.0, 2.0, 3.0]
+    x = Tensor("float32", (3,), struct.pack("<3f", *values))
+    tag = ident.node_id.short()[-6:]
+    await _call(link, ident, ObjectMessage(f"x-{tag}", x, ("demo",)))
+    await _call(link, ident, Operation("mul", f"x-{tag}", (2.0,), {}, (f"y-{tag}",)))
+    await _call(link, ident, Operation("add", None, (ObjectRef(f"y-{tag}"), 1.0), {}, (f"z-{tag}",)))
+    reply = await _call(link, ident, ObjectRequestMessage(f"z-{tag}"))
+    if isinstance(reply.body, Error):
+        return f"error: {reply.body.reason}"
+    assert isinstance(reply.body, Response) and isinstance(reply.body.value, Tensor)
+    got = list(struct.unpack("<3f", reply.body.value.data))
+    return f"{values} * 2 + 1 = {got}"
 
 
 async def _failures(url: str, domain_id: Any) -> dict[str, bool]:
@@ -115,7 +150,11 @@ async def run_demo(agents: int = 3, json_out: bool = False) -> int:
             status = domain.status()
         finally:
             await domain.stop()
-    ok = all(r["peers_seen"] == agents - 1 for r in results) and all(failures.values())
+    ok = (
+        all(r["peers_seen"] == agents - 1 for r in results)
+        and all(failures.values())
+        and all(r["worker"].endswith("[3.0, 5.0, 7.0]") for r in results)
+    )
     summary = {
         "domain": str(domain.identity.node_id),
         "agents": results,
@@ -132,6 +171,7 @@ async def run_demo(agents: int = 3, json_out: bool = False) -> int:
                 f"{r['node_id'][-10:]:<12} {r['codec']:<9} {r['cipher']:<10} {r['peers_seen']:>5} "
                 f"{r['rtt_ms_median']:>8.3f} {r['bytes_sent']:>8} {r['bytes_received']:>8}"
             )
+        print(f"worker round on the domain: {results[0]['worker']}")
         for name, passed in failures.items():
             print(f"{name.replace('_', ' ')}: {'yes' if passed else 'NO'}")
         print("demo ok" if ok else "demo FAILED")

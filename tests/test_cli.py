@@ -50,6 +50,7 @@ def test_demo_runs_over_loopback() -> None:
     assert len(out["agents"]) == 3
     assert {a["codec"] for a in out["agents"]} == {"cbor", "protobuf"}
     assert all(a["peers_seen"] == 2 and a["rtt_ms_median"] > 0 for a in out["agents"])
+    assert all(a["worker"] == "[1.0, 2.0, 3.0] * 2 + 1 = [3.0, 5.0, 7.0]" for a in out["agents"])
     assert out["checks"] == {
         "forged_record_refused": True,
         "unauthorised_push_refused": True,
