@@ -216,12 +216,15 @@ class Node:
             reply = await asyncio.to_thread(self.worker.handle, env.body, env.source, time.monotonic(), relayed_by)
         await link.send(env.reply(reply, self.identity.node_id))
 
-    def link_to(self, peer: NodeId) -> Link:
-        """The link a message for ``peer`` leaves on: a direct link, else the domain's (which forwards)."""
+    def link_to(self, peer: NodeId, *, exclude: tuple[str, ...] = ()) -> Link:
+        """The link a message for ``peer`` leaves on: a direct link, else the domain's (which forwards).
+
+        ``exclude`` skips transports by kind (signalling for WebRTC must not ride a WebRTC link).
+        """
         for candidate in [peer, *self._domain_ids]:
-            links = self.links.get(candidate)
-            if links:
-                return links[0]
+            for link in self.links.get(candidate, []):
+                if link.transport_kind not in exclude:
+                    return link
         raise NoRoute(f"no link to {peer} and no domain to reach it through")
 
     async def request(self, peer: NodeId, body: Message, *, timeout: float = 10.0) -> Message:
@@ -273,14 +276,6 @@ class Node:
 
     # -- WebRTC -------------------------------------------------------------------------------
 
-    def _signal_path(self, peer: NodeId) -> Link:
-        """The link signalling to ``peer`` goes over: a direct link, else the domain's."""
-        for candidate in [peer, *self._domain_ids]:
-            for link in self.links.get(candidate, []):
-                if link.transport_kind != "webrtc":
-                    return link
-        raise EdgeAgentError(f"no link to {peer} or to a domain to signal through")
-
     def _signaller(self, via: Link, peer: NodeId, session_id: str) -> Any:
         from .links.webrtc import QueueSignaller
 
@@ -298,7 +293,7 @@ class Node:
         from .links.webrtc import rtc_dial
 
         session_id = secrets.token_hex(8)
-        sig = self._signaller(self._signal_path(peer), peer, session_id)
+        sig = self._signaller(self.link_to(peer, exclude=("webrtc",)), peer, session_id)
         try:
             link = await rtc_dial(
                 self.identity,
