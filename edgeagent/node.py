@@ -35,6 +35,8 @@ __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
 log = logging.getLogger(__name__)
 CONTROL_SOCKET: Final = "control.sock"
 _MAX_CONTROL_REQUEST: Final = 64 * 1024
+_MAX_WORKER_TASKS: Final = 32
+_INLINE_WORK_BYTES: Final = 256 * 1024  # operations touching more than this run in a thread
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Node:
             Permissions(domains=domain_ids, allowed=set(allow or ()), open=allow is None),
         )
         self._worker_lock = asyncio.Lock()
+        self._worker_slots = asyncio.Semaphore(_MAX_WORKER_TASKS)
         self._pending: dict[int, asyncio.Future[Envelope]] = {}
         self.handlers: dict[type, Callable[[Link, Envelope], Awaitable[None]]] = {
             **dict.fromkeys(WORKER_MESSAGES, self._on_worker),
@@ -209,12 +212,26 @@ class Node:
     # -- worker and requests -------------------------------------------------------------------
 
     async def _on_worker(self, link: Link, env: Envelope) -> None:
-        # one request at a time mutates the store; heavy operations run off the event loop so
-        # links keep answering pings meanwhile
+        # Requests run as tasks (at most _MAX_WORKER_TASKS at once) so a long operation does
+        # not hold up the link's other traffic, including replies to this node's own requests.
+        await self._worker_slots.acquire()
+        task = asyncio.create_task(self._answer(link, env))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._worker_slots.release())
+
+    async def _answer(self, link: Link, env: Envelope) -> None:
+        relayed_by = link.peer if link.peer != env.source else None
+        # one request at a time touches the store; only heavy ones leave the event loop (a
+        # thread hop costs ~100-300 us here, far more than answering a small request)
         async with self._worker_lock:
-            relayed_by = link.peer if link.peer != env.source else None
-            reply = await asyncio.to_thread(self.worker.handle, env.body, env.source, time.monotonic(), relayed_by)
-        await link.send(env.reply(reply, self.identity.node_id))
+            now = time.monotonic()
+            if self.worker.cost(env.body, now) >= _INLINE_WORK_BYTES:
+                reply = await asyncio.to_thread(self.worker.handle, env.body, env.source, now, relayed_by)
+            else:
+                reply = self.worker.handle(env.body, env.source, now, relayed_by)
+        with contextlib.suppress(LinkError):
+            await link.send(env.reply(reply, self.identity.node_id))
 
     def link_to(self, peer: NodeId, *, exclude: tuple[str, ...] = ()) -> Link:
         """The link a message for ``peer`` leaves on: a direct link, else the domain's (which forwards).

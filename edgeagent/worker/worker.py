@@ -91,6 +91,19 @@ class Worker:
         except EdgeAgentError as exc:
             return Error(ErrorCode.BAD_REQUEST, str(exc))
 
+    def cost(self, body: Message, now: float) -> int:
+        """Bytes of stored data a request would compute over (0 for requests that compute nothing).
+
+        The driver runs costly requests off its event loop and cheap ones inline.
+        """
+        if isinstance(body, Operation):
+            refs = [a for a in (*body.cmd_args, *body.cmd_kwargs.values()) if isinstance(a, ObjectRef)]
+            ids = [r.id for r in refs] + ([body.cmd_owner] if body.cmd_owner else [])
+            return sum(self.store._objects[i].size for i in ids if i in self.store)
+        if isinstance(body, PlanCommandMessage) and body.command == "run":
+            return 1 << 62  # plans may run many steps: always off the loop
+        return 0
+
     def _need(self, requester: NodeId, right: Right) -> None:
         vouched = self._relayed_by is not None and self.permissions.allows(self._relayed_by, right)
         if not vouched and not self.permissions.allows(requester, right):
