@@ -21,6 +21,7 @@ up by a name from the wire.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class ObjectRef:
     id: str
 
 
-class Kind:
+class Kind(abc.ABC):
     """How one field's value is checked, encoded and decoded in both codecs.
 
     ``check`` raises ``EncodeError`` for a value the wire cannot carry;
@@ -80,15 +81,17 @@ class Kind:
     proto: str = ""  # the protobuf type spelling
     scalar: bool = True  # proto scalar: declared ``optional`` for explicit presence
 
+    @abc.abstractmethod
     def check(self, v: Any) -> None:
-        raise NotImplementedError  # abstract
+        """Raise EncodeError unless ``v`` can be carried."""
 
     def to_plain(self, v: Any, splice: Splicer) -> Any:
         self.check(v)
         return v
 
+    @abc.abstractmethod
     def from_plain(self, v: Any, depth: int) -> Any:
-        raise NotImplementedError  # abstract
+        """The Python value of a decoded CBOR value, or DecodeError."""
 
     def pb_set(self, pb: Any, name: str, v: Any) -> None:
         self.check(v)
