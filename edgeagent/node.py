@@ -176,31 +176,14 @@ class Node:
     async def _serve(self, link: Link) -> None:
         try:
             async for env in link:
-                handler = self.handlers.get(type(env.body))
                 try:
-                    if (
-                        env.reply_to is not None
-                        and env.reply_to in self._pending
-                        and (env.destination is None or env.destination == self.identity.node_id)
-                    ):
-                        fut = self._pending.pop(env.reply_to)
-                        if not fut.done():
-                            fut.set_result(env)
-                    elif env.destination is not None and env.destination != self.identity.node_id:
-                        await self._forward(link, env)
-                    elif handler is not None:
-                        await handler(link, env)
-                    elif env.reply_to is None:
-                        await link.send(
-                            env.reply(
-                                Error(ErrorCode.UNSUPPORTED, f"{type(env.body).__name__} is not served here"),
-                                self.identity.node_id,
-                            )
-                        )
+                    await self._dispatch(link, env)
                 except LinkError:
                     break
                 except EdgeAgentError as exc:
                     log.warning("handling %s from %s failed: %s", type(env.body).__name__, link.peer, exc)
+                except Exception:  # a bug in one handler must not stop serving the link
+                    log.exception("handling %s from %s failed", type(env.body).__name__, link.peer)
         finally:
             peers = self.links.get(link.peer, [])
             if link in peers:
@@ -208,6 +191,28 @@ class Node:
             if not peers:
                 self.links.pop(link.peer, None)
             log.info("link down: %s (%s)", link.peer, link.close_error)
+
+    async def _dispatch(self, link: Link, env: Envelope) -> None:
+        me = self.identity.node_id
+        if env.source != link.peer and link.peer not in self._domain_ids:
+            # only a domain relays for other nodes; everyone else speaks for itself
+            if env.reply_to is None:
+                await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, "only a domain may relay for others"), me))
+            return
+        if env.reply_to is not None and env.reply_to in self._pending and env.destination in (None, me):
+            fut = self._pending.pop(env.reply_to)
+            if not fut.done():
+                fut.set_result(env)
+            return
+        if env.destination is not None and env.destination != me:
+            await self._forward(link, env)
+            return
+        handler = self.handlers.get(type(env.body))
+        if handler is not None:
+            await handler(link, env)
+        elif env.reply_to is None:
+            reason = f"{type(env.body).__name__} is not served here"
+            await link.send(env.reply(Error(ErrorCode.UNSUPPORTED, reason), me))
 
     # -- worker and requests -------------------------------------------------------------------
 
@@ -280,12 +285,12 @@ class Node:
             reason = "only authorised peers may send through this node"
         elif env.ttl <= 1:
             reason = "hop limit (ttl) reached"
-        targets = self.links.get(dst, []) if not reason else []
+        targets = [t for t in self.links.get(dst, []) if t.authorised] if not reason else []
         if not reason and not targets:
-            reason = f"no link to {dst}"
+            reason = f"no link to {dst}" if dst not in self.links else f"{dst} is not authorised here"
         if reason:
             if env.reply_to is None and not isinstance(env.body, Error):
-                code = ErrorCode.NO_ROUTE if "link" in reason or "ttl" in reason else ErrorCode.UNAUTHORIZED
+                code = ErrorCode.NO_ROUTE if "no link" in reason or "ttl" in reason else ErrorCode.UNAUTHORIZED
                 await link.send(env.reply(Error(code, reason), self.identity.node_id))
             return
         self.forwarded += 1

@@ -11,6 +11,7 @@ extra); a relay-only node never loads it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,7 +117,8 @@ def _transpose(shapes: Sequence[tuple[int, ...]], kw: Mapping[str, Any]) -> tupl
 
 
 def _astype(shapes: Sequence[tuple[int, ...]], kw: Mapping[str, Any]) -> tuple[int, ...]:
-    if kw.get("dtype") not in DTYPES:
+    dtype = kw.get("dtype")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise OperationError(f"astype needs dtype= one of {sorted(DTYPES)}")
     return shapes[0]
 
@@ -180,9 +182,12 @@ def run_op(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *, max_res
     except ImportError:
         raise OperationError("this worker cannot run tensor operations: install edgeagent[fl] (numpy)") from None
     operands = [a.to_numpy() if isinstance(a, Tensor) else a for a in args]
+    # lists arrive for axis/axes (CBOR has no tuples); numpy wants tuples there
+    call_kwargs = {k: tuple(v) if isinstance(v, list) and k in ("axis", "axes") else v for k, v in kwargs.items()}
     try:
-        with np.errstate(all="ignore"):
-            result = np.asarray(op.fn(np, *operands, **kwargs))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = np.asarray(op.fn(np, *operands, **call_kwargs))
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise OperationError(f"{name} failed: {exc}") from None
     if result.dtype.name not in DTYPES:

@@ -8,6 +8,7 @@ for authorised peers and sends the answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ from .permissions import Permissions, Right
 from .store import ObjectStore
 
 __all__ = ["WORKER_MESSAGES", "Worker"]
+
+log = logging.getLogger(__name__)
 
 WORKER_MESSAGES: tuple[type[Message], ...] = (
     Operation,
@@ -74,7 +77,10 @@ class Worker:
     ) -> Response | Error:
         """Answer one request. ``relayed_by``: the domain that forwarded it, which vouches for
         ``requester`` (the domain is the bottleneck that decides who reaches its devices)."""
-        self._relayed_by = relayed_by if relayed_by is not None and self.permissions.is_domain(relayed_by) else None
+        if relayed_by is not None and not self.permissions.is_domain(relayed_by):
+            return Error(ErrorCode.UNAUTHORIZED, f"{relayed_by} is not a domain and may not relay requests")
+        self._relayed_by = relayed_by
+        self.store.sweep(now)  # an expired object neither answers nor blocks anyone
         handler: Callable[[Any, NodeId, float], Response] | None = getattr(self, f"_on_{type(body).__name__}", None)
         if handler is None or not isinstance(body, WORKER_MESSAGES):
             return Error(ErrorCode.UNSUPPORTED, f"{type(body).__name__} is not a worker request")
@@ -90,6 +96,9 @@ class Worker:
             return Error(ErrorCode.BAD_REQUEST, str(exc))
         except EdgeAgentError as exc:
             return Error(ErrorCode.BAD_REQUEST, str(exc))
+        except Exception as exc:  # a bug must not take the node down: answer and log
+            log.exception("worker failed on %s", type(body).__name__)
+            return Error(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     def cost(self, body: Message, now: float) -> int:
         """Bytes of stored data a request would compute over (0 for requests that compute nothing).
@@ -111,13 +120,17 @@ class Worker:
 
     # -- objects ------------------------------------------------------------------------------
 
-    def _on_ObjectMessage(self, m: ObjectMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
-        self._need(requester, Right.PUSH)
-        _check_id(m.obj_id)
-        existing = self.store._objects.get(m.obj_id)
+    def _may_write(self, obj_id: str, requester: NodeId) -> None:
+        """Raise unless ``requester`` may create or replace ``obj_id``."""
+        _check_id(obj_id)
+        existing = self.store._objects.get(obj_id)
         foreign = existing is not None and existing.owner not in (None, requester)
         if foreign and not self.permissions.is_domain(requester):
-            raise PermissionError(f"object {m.obj_id!r} belongs to another peer")
+            raise PermissionError(f"object {obj_id!r} belongs to another peer")
+
+    def _on_ObjectMessage(self, m: ObjectMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
+        self._need(requester, Right.PUSH)
+        self._may_write(m.obj_id, requester)
         lease = m.lease_ms / 1000 if m.lease_ms else None
         self.store.put(m.obj_id, m.obj, now=now, tags=m.tags, description=m.description, owner=requester, lease=lease)
         return Response(m.obj_id)
@@ -152,12 +165,7 @@ class Worker:
 
     def _on_ForceObjectDeleteMessage(self, m: ForceObjectDeleteMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
         self._need(requester, Right.PUSH)
-        mine = [
-            i
-            for i in m.obj_ids
-            if i in self.store
-            and (self.store._objects[i].owner in (None, requester) or self.permissions.is_domain(requester))
-        ]
+        mine = [i for i in m.obj_ids if i in self.store and self._owned_by(i, requester)]
         return Response(self.store.delete(mine))
 
     def _on_SearchMessage(self, m: SearchMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
@@ -167,7 +175,12 @@ class Worker:
     def _on_RenewLeaseMessage(self, m: RenewLeaseMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
         self._need(requester, Right.PUSH)
         lease = m.lease_ms / 1000 if m.lease_ms else None
-        return Response(self.store.renew(list(m.obj_ids), now=now, lease=lease))
+        mine = [i for i in m.obj_ids if i in self.store and self._owned_by(i, requester)]
+        return Response(self.store.renew(mine, now=now, lease=lease))
+
+    def _owned_by(self, obj_id: str, requester: NodeId) -> bool:
+        owner = self.store._objects[obj_id].owner
+        return owner in (None, requester) or self.permissions.is_domain(requester)
 
     # -- operations and plans --------------------------------------------------------------------
 
@@ -189,13 +202,15 @@ class Worker:
         self._need(requester, Right.OPERATE)
         if len(m.return_ids) != 1:
             raise OperationError("an operation stores exactly one result: give one return id")
-        _check_id(m.return_ids[0])
+        self._may_write(m.return_ids[0], requester)
         result = self._compute(m, requester, now, {})
         self.store.put(m.return_ids[0], result, now=now, owner=requester)
         return Response(m.return_ids[0])
 
     def _on_PlanCommandMessage(self, m: PlanCommandMessage, requester: NodeId, now: float) -> Response:  # noqa: N802
         self._need(requester, Right.PLAN)
+        if m.command not in ("register", "fetch", "run", "list"):
+            raise OperationError(f"unknown plan command {m.command!r} (register, fetch, run, list)")
         if m.command == "list":
             return Response(sorted(self.plans))
         if m.command == "register":
@@ -242,10 +257,12 @@ class Worker:
         if missing:
             raise OperationError(f"plan {plan.name!r} never computes {missing}")
         ids = list(m.return_ids) or [f"{plan.name}:{o}" for o in plan.outputs]
-        # store all outputs or none: check the quota for the whole batch first
-        staged = ObjectStore(self.store.quota_bytes - self.store.used_bytes)
+        # store all outputs or none: check ownership and the quota for the whole batch first
+        for i in ids:
+            self._may_write(i, requester)
+        replaced = sum(self.store._objects[i].size for i in set(ids) if i in self.store)
+        staged = ObjectStore(self.store.quota_bytes - self.store.used_bytes + replaced)
         for i, o in zip(ids, plan.outputs, strict=True):
-            _check_id(i)
             staged.put(i, scope[o], now=now)
         for i, o in zip(ids, plan.outputs, strict=True):
             self.store.put(i, scope[o], now=now, owner=requester)
