@@ -10,6 +10,7 @@ lazily.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -71,7 +72,8 @@ class Tensor:
         name = arr.dtype.name
         if name not in DTYPES:
             raise EncodeError(f"dtype {name} has no wire form; use one of {sorted(DTYPES)}")
-        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and sys.byteorder == "big"):
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
         return cls(name, tuple(int(d) for d in arr.shape), arr.tobytes())
 
     def to_numpy(self) -> np.ndarray[Any, Any]:

@@ -160,6 +160,20 @@ def _shape_of(arg: Any) -> tuple[int, ...]:
     raise OperationError(f"operands must be tensors or numbers, got {type(arg).__name__}")
 
 
+_NUMPY: Any = None
+
+
+def _numpy() -> Any:
+    global _NUMPY
+    if _NUMPY is None:
+        try:
+            import numpy
+        except ImportError:
+            raise OperationError("this worker cannot run tensor operations: install edgeagent[fl] (numpy)") from None
+        _NUMPY = numpy
+    return _NUMPY
+
+
 def run_op(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *, max_result_bytes: int) -> Tensor:
     """Run allow-listed command ``name`` on resolved arguments (tensors and numbers)."""
     op = OPS.get(name)
@@ -177,17 +191,18 @@ def run_op(name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *, max_res
         itemsize = DTYPES[kwargs["dtype"]][0]
     if math.prod(out_shape) * max(itemsize, 8) > max_result_bytes:
         raise OperationError(f"{name} would make a {out_shape} result, larger than this worker allows")
-    try:
-        import numpy as np
-    except ImportError:
-        raise OperationError("this worker cannot run tensor operations: install edgeagent[fl] (numpy)") from None
+    np = _numpy()
     operands = [a.to_numpy() if isinstance(a, Tensor) else a for a in args]
     # lists arrive for axis/axes (CBOR has no tuples); numpy wants tuples there
     call_kwargs = {k: tuple(v) if isinstance(v, list) and k in ("axis", "axes") else v for k, v in kwargs.items()}
     try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = np.asarray(op.fn(np, *operands, **call_kwargs))
+        with np.errstate(all="ignore"):
+            if any(getattr(o, "size", 1) == 0 for o in operands):  # empty reductions warn
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    result = np.asarray(op.fn(np, *operands, **call_kwargs))
+            else:
+                result = np.asarray(op.fn(np, *operands, **call_kwargs))
     except (ValueError, TypeError, ArithmeticError) as exc:
         raise OperationError(f"{name} failed: {exc}") from None
     if result.dtype.name not in DTYPES:
