@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
@@ -129,8 +130,6 @@ class Splicer:
     def maybe(self, buf: bytes | bytearray | memoryview) -> Any:
         if len(buf) < self.THRESHOLD:
             return bytes(buf) if not isinstance(buf, bytes) else buf
-        import os
-
         marker = os.urandom(16)
         self.parts.append((marker, buf))
         return marker

@@ -106,6 +106,10 @@ class ObjectStore:
             raise ObjectNotFound(f"no object {obj_id!r}")
         return obj
 
+    def peek(self, obj_id: str) -> StoredObject | None:
+        """The stored object or None, without touching its lease (expired ones may still show until swept)."""
+        return self._objects.get(obj_id)
+
     def __contains__(self, obj_id: object) -> bool:
         return obj_id in self._objects
 

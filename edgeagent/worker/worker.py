@@ -108,7 +108,7 @@ class Worker:
         if isinstance(body, Operation):
             refs = [a for a in (*body.cmd_args, *body.cmd_kwargs.values()) if isinstance(a, ObjectRef)]
             ids = [r.id for r in refs] + ([body.cmd_owner] if body.cmd_owner else [])
-            return sum(self.store._objects[i].size for i in ids if i in self.store)
+            return sum(o.size for o in map(self.store.peek, ids) if o is not None)
         if isinstance(body, PlanCommandMessage) and body.command == "run":
             return 1 << 62  # plans may run many steps: always off the loop
         return 0
@@ -123,7 +123,7 @@ class Worker:
     def _may_write(self, obj_id: str, requester: NodeId) -> None:
         """Raise unless ``requester`` may create or replace ``obj_id``."""
         _check_id(obj_id)
-        existing = self.store._objects.get(obj_id)
+        existing = self.store.peek(obj_id)
         foreign = existing is not None and existing.owner not in (None, requester)
         if foreign and not self.permissions.is_domain(requester):
             raise PermissionError(f"object {obj_id!r} belongs to another peer")
@@ -179,8 +179,8 @@ class Worker:
         return Response(self.store.renew(mine, now=now, lease=lease))
 
     def _owned_by(self, obj_id: str, requester: NodeId) -> bool:
-        owner = self.store._objects[obj_id].owner
-        return owner in (None, requester) or self.permissions.is_domain(requester)
+        obj = self.store.peek(obj_id)
+        return obj is not None and (obj.owner in (None, requester) or self.permissions.is_domain(requester))
 
     # -- operations and plans --------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class Worker:
         # store all outputs or none: check ownership and the quota for the whole batch first
         for i in ids:
             self._may_write(i, requester)
-        replaced = sum(self.store._objects[i].size for i in set(ids) if i in self.store)
+        replaced = sum(o.size for o in map(self.store.peek, set(ids)) if o is not None)
         staged = ObjectStore(self.store.quota_bytes - self.store.used_bytes + replaced)
         for i, o in zip(ids, plan.outputs, strict=True):
             staged.put(i, scope[o], now=now)
