@@ -123,6 +123,8 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         allow=allow,
         link=_link_options(args),
         server_tls=server_tls(tls.cert_file, tls.key_file) if tls.cert_file and tls.key_file else None,
+        mdns=args.mdns,
+        mdns_listen_only=args.mdns_listen_only,
         client_tls=client_tls(tls.ca_file) if tls.ca_file else None,
     )
     node = Node(ident, state, config)
@@ -277,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--insecure", action="store_true", help="plaintext records after the handshake (benchmarks only)"
         )
+        sp.add_argument(
+            "--mdns",
+            choices=["off", "loopback", "auto"],
+            default="off",
+            help="LAN discovery: off (default), loopback (127.0.0.1 only) or auto (non-cellular interfaces)",
+        )
+        sp.add_argument("--mdns-listen-only", action="store_true", help="discover peers without advertising this node")
 
     sp = sub.add_parser("domain", help="run a domain node (authorises devices, forwards between them)")
     node_opts(sp)

@@ -56,6 +56,8 @@ class NodeConfig:
     server_tls: ssl.SSLContext | None = None  # for wss:// listen URLs
     client_tls: ssl.SSLContext | None = None  # for dialling wss:// URLs (None: system CAs)
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs for WebRTC; none by default
+    mdns: str = "off"  # "off", "loopback" (127.0.0.1 only) or "auto" (non-cellular LAN interfaces)
+    mdns_listen_only: bool = False  # browse without advertising
     store_quota: int = 256 << 20  # bytes the worker's object store may hold
     default_lease: float = 600.0  # seconds an object lives unless its lease is renewed
     forward: bool | None = None  # relay envelopes addressed to other nodes (default: domains do)
@@ -96,6 +98,8 @@ class Node:
             Candidate: self._on_signal,
         }
         self._rtc_sessions: dict[str, Any] = {}  # session id -> QueueSignaller
+        self.mdns: Any = None  # MdnsDiscovery when enabled
+        self._dialing: set[NodeId] = set()
         self.forwarded = 0
 
     # -- life cycle ------------------------------------------------------------------------
@@ -111,6 +115,8 @@ class Node:
             self.link_options = dataclasses.replace(self.link_options, listen=urls)
         for url in ([self.config.domain] if self.config.domain else []) + self.config.peers:
             self._spawn(self._keep(url, is_domain=url == self.config.domain))
+        if self.config.mdns != "off":
+            await self._start_mdns()
         await self._start_control()
         (self.state_dir / "node.json").write_text(
             json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
@@ -126,6 +132,8 @@ class Node:
         return [lst.url for lst in self.listeners]
 
     async def stop(self) -> None:
+        if self.mdns is not None:
+            await self.mdns.stop()  # goodbye packets first
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -213,6 +221,51 @@ class Node:
         elif env.reply_to is None:
             reason = f"{type(env.body).__name__} is not served here"
             await link.send(env.reply(Error(ErrorCode.UNSUPPORTED, reason), me))
+
+    # -- mDNS ------------------------------------------------------------------------------------
+
+    async def _start_mdns(self) -> None:
+        from .discovery import MdnsDiscovery, MdnsRecord, interface_addresses
+
+        self.mdns = MdnsDiscovery(
+            self.identity,
+            interface_addresses(self.config.mdns),
+            on_peer=self._on_discovered,
+            listen_only=self.config.mdns_listen_only,
+        )
+        record = None
+        if self.listeners:
+            opts = self.link_options
+            record = MdnsRecord(
+                self.identity.node_id,
+                self.listeners[0].port,
+                capabilities=opts.capabilities,
+                network_kind=opts.network_kind,
+                metered=opts.metered,
+            )
+        await self.mdns.start(record)
+
+    def _on_discovered(self, peer: Any) -> None:
+        """A verified mDNS peer: link to it unless linked already (the lower NodeId dials)."""
+        node: NodeId = peer.node_id
+        advertising = bool(self.listeners) and not self.config.mdns_listen_only
+        if node in self.links or node in self._dialing or (advertising and not self.identity.node_id < node):
+            return
+        self._dialing.add(node)
+        self._spawn(self._dial_discovered(peer))
+
+    async def _dial_discovered(self, peer: Any) -> None:
+        try:
+            for url in peer.urls():
+                try:
+                    link = await dial(url, self.identity, self.link_options, expected_peer=peer.node_id)
+                except EdgeAgentError as exc:
+                    log.info("mDNS peer %s at %s: %s", peer.node_id, url, exc)
+                    continue
+                await self._on_link(link)
+                return
+        finally:
+            self._dialing.discard(peer.node_id)
 
     # -- worker and requests -------------------------------------------------------------------
 
@@ -424,6 +477,9 @@ class Node:
             "bytes_sent_total": sent,
             "bytes_received_total": received,
             "payloads": [],
+            "mdns": None
+            if self.mdns is None
+            else {"mode": self.config.mdns, "peers": len(self.mdns.peers), "ignored": self.mdns.ignored},
         }
 
     async def _start_control(self) -> None:

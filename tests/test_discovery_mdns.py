@@ -1,0 +1,149 @@
+"""mDNS discovery: signed TXT records, and nodes that find each other and link up.
+
+Multicast runs only inside a network namespace this test creates (its own
+``lo``), never on the host's interfaces; the tests skip, saying why, where
+namespaces cannot be made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgeagent.discovery import SERVICE_TYPE, MdnsRecord, sign_txt, verify_txt
+from edgeagent.exceptions import DecodeError, SignatureError
+from edgeagent.identity import Identity
+from edgeagent.node import Node, NodeConfig
+
+from .netns import Netns, NetnsUnavailable, create_netns
+
+
+def test_signed_txt_round_trip() -> None:
+    ident = Identity.generate()
+    rec = MdnsRecord(ident.node_id, 7400, seq=3, capabilities=("relay", "webrtc"), network_kind="wifi", metered=True)
+    props = sign_txt(rec, ident)
+    assert verify_txt(props) == rec
+    assert verify_txt({k.encode(): v.encode() for k, v in props.items()}) == rec
+
+
+@pytest.mark.parametrize(("key", "value"), [("net", "ethernet"), ("metered", "0"), ("port", "7401"), ("seq", "9")])
+def test_tampered_txt_is_refused(key: str, value: str) -> None:
+    ident = Identity.generate()
+    props = sign_txt(MdnsRecord(ident.node_id, 7400, network_kind="cellular", metered=True), ident)
+    with pytest.raises(SignatureError):
+        verify_txt({**props, key: value})
+
+
+def test_txt_signed_by_another_key_is_refused() -> None:
+    ident, other = Identity.generate(), Identity.generate()
+    props = sign_txt(MdnsRecord(other.node_id, 7400), other)
+    forged = {**props, "id": str(ident.node_id)}
+    with pytest.raises(SignatureError):
+        verify_txt(forged)
+    with pytest.raises(SignatureError):
+        sign_txt(MdnsRecord(ident.node_id, 7400), other)  # a node may only advertise itself
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"sig": "***"}, {"id": "nope"}, {"port": "x"}, {"port": "0"}],
+)
+def test_malformed_txt_is_refused(change: dict[str, str]) -> None:
+    ident = Identity.generate()
+    props = sign_txt(MdnsRecord(ident.node_id, 7400), ident)
+    with pytest.raises((DecodeError, SignatureError)):
+        verify_txt({**props, **change})
+    partial = dict(props)
+    del partial["sig"]
+    with pytest.raises(DecodeError, match="lacks"):
+        verify_txt(partial)
+
+
+# -- inside a namespace ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def netns() -> Iterator[Netns]:
+    try:
+        ns = create_netns("ea-mdns")
+    except NetnsUnavailable as exc:
+        print(f"\nSKIP mDNS tests: {exc}", file=sys.stderr)
+        pytest.skip(f"network namespaces cannot be made here (mDNS must not touch the host's interfaces): {exc}")
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture
+def inside(netns: Netns) -> Iterator[Netns]:
+    with netns.entered():
+        yield netns
+
+
+async def _wait(cond: object, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+async def _forged_advertiser(victim: Identity) -> object:
+    """A zeroconf service claiming to be ``victim`` with a record signed by another key."""
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+    mallory = Identity.generate()
+    props = sign_txt(MdnsRecord(mallory.node_id, 9999), mallory)
+    props["id"] = str(victim.node_id)  # the signature no longer matches
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    info = AsyncServiceInfo(
+        SERVICE_TYPE, f"{victim.node_id}.{SERVICE_TYPE}", addresses=[socket.inet_aton("127.0.0.1")], port=9999,
+        properties=props, server="mallory.local.",
+    )
+    await (await zc.async_register_service(info))
+    return zc
+
+
+async def test_nodes_discover_each_other_and_link_up(inside: Netns, tmp_path: Path) -> None:
+    """The single-namespace loopback variant: two nodes, mDNS on 127.0.0.1 only."""
+    victim = Identity.generate()
+    forger = await _forged_advertiser(victim)
+    nodes = [
+        Node(Identity.generate(), tmp_path / name, NodeConfig(listen=["ws://127.0.0.1:0"], allow=None, mdns="loopback"))
+        for name in ("a", "b")
+    ]
+    try:
+        for node in nodes:
+            await node.start()
+        a, b = nodes
+        await _wait(lambda: b.identity.node_id in a.links and a.identity.node_id in b.links, 15)
+        link = a.links[b.identity.node_id][0]
+        assert await link.ping() > 0
+        # the forged record was seen and ignored: nobody linked to "victim"
+        await _wait(lambda: a.mdns.ignored >= 1 and b.mdns.ignored >= 1, 10)
+        assert victim.node_id not in a.links and victim.node_id not in a.mdns.peers
+        assert a.status()["mdns"]["peers"] == 1
+    finally:
+        for node in nodes:
+            await node.stop()
+        await forger.async_close()  # type: ignore[attr-defined]
+
+
+async def test_goodbye_removes_a_stopped_node(inside: Netns, tmp_path: Path) -> None:
+    a = Node(Identity.generate(), tmp_path / "a", NodeConfig(listen=["ws://127.0.0.1:0"], allow=None, mdns="loopback"))
+    b = Node(Identity.generate(), tmp_path / "b", NodeConfig(listen=["ws://127.0.0.1:0"], allow=None, mdns="loopback"))
+    await a.start()
+    await b.start()
+    try:
+        await _wait(lambda: b.identity.node_id in a.mdns.peers, 15)
+        await b.stop()
+        await _wait(lambda: b.identity.node_id not in a.mdns.peers, 10)  # goodbye, not a TTL expiry
+    finally:
+        await a.stop()
+        await b.stop()
