@@ -8,7 +8,6 @@ namespaces cannot be made.
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 import sys
 from collections.abc import Iterator
