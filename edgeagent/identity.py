@@ -103,12 +103,19 @@ def verify(node_id: NodeId, data: bytes, signature: bytes) -> None:
 
 
 def signing_bytes(record: object) -> bytes:
-    """The bytes a signed struct's signature covers: its CBOR form with ``signature`` empty."""
+    """The bytes a signed struct's signature covers: its CBOR form with ``signature`` empty.
+
+    Fields a struct lists in ``UNSIGNED_FIELDS`` (hints others may set, like a
+    PeerRecord's ``lan_group``) are blanked too.
+    """
     import dataclasses
 
     from .wire.cbor import encode_struct
 
-    return encode_struct(dataclasses.replace(record, signature=b""))  # type: ignore[type-var]
+    blank: dict[str, object] = {"signature": b""}
+    for name in getattr(type(record), "UNSIGNED_FIELDS", ()):
+        blank[name] = type(getattr(record, name))()
+    return encode_struct(dataclasses.replace(record, **blank))  # type: ignore[type-var]
 
 
 def sign_struct(record: _S, identity: Identity) -> _S:

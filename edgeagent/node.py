@@ -22,12 +22,24 @@ from pathlib import Path
 from typing import Any, Final
 
 from .exceptions import EdgeAgentError, LinkError, NoRoute, RemoteError, RequestTimeout, SignatureError
-from .identity import Identity, verify_struct
+from .identity import Identity, sign_struct, verify_struct
 from .links.base import LinkOptions
 from .links.link import Link
 from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
-from .wire import Answer, Candidate, Envelope, Error, ErrorCode, Message, NodeId, Offer, PeerList, PeerRecord
+from .wire import (
+    Answer,
+    Candidate,
+    Envelope,
+    Error,
+    ErrorCode,
+    Message,
+    NodeId,
+    Offer,
+    PeerList,
+    PeerRecord,
+    Response,
+)
 from .worker import WORKER_MESSAGES, ObjectStore, Permissions, Worker
 
 __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
@@ -99,6 +111,8 @@ class Node:
         }
         self._rtc_sessions: dict[str, Any] = {}  # session id -> QueueSignaller
         self.mdns: Any = None  # MdnsDiscovery when enabled
+        self._record_seq = 0
+        self.registered = asyncio.Event()  # set once a domain has answered our registration
         self._dialing: set[NodeId] = set()
         self.forwarded = 0
 
@@ -173,6 +187,8 @@ class Node:
                 self._domain_ids.add(link.peer)
                 link.authorised = True
             await self._on_link(link)
+            if is_domain:
+                self._spawn(self.register(link.peer))
 
         await keep_connected(dial_once, on_link)
 
@@ -429,6 +445,8 @@ class Node:
                 env.reply(Error(ErrorCode.UNAUTHORIZED, "a peer may only register itself"), self.identity.node_id)
             )
             return
+        if self.config.role == "domain" and link.peer == rec.node_id:
+            rec = dataclasses.replace(rec, lan_group=_lan_group(link.transport.remote_address))
         old = self.peer_records.get(rec.node_id)
         if old is None or rec.seq > old.seq:
             self.peer_records[rec.node_id] = rec
@@ -438,6 +456,45 @@ class Node:
                 await link.send(env.reply(PeerList(others), self.identity.node_id))
             else:
                 await link.send(env.reply(PeerList(()), self.identity.node_id))
+        elif env.reply_to is None:
+            await link.send(env.reply(Response(None), self.identity.node_id))
+
+    def own_record(self) -> PeerRecord:
+        """This node's signed PeerRecord; ``seq`` grows with every call (ms clock, never repeats)."""
+        now_ms = int(time.time() * 1000)
+        self._record_seq = max(self._record_seq + 1, now_ms)
+        opts = self.link_options
+        rec = PeerRecord(
+            self.identity.node_id,
+            self._record_seq,
+            role=self.config.role,
+            addresses=tuple(self.listen_urls),
+            capabilities=opts.capabilities,
+            network_kind=opts.network_kind,
+            metered=opts.metered,
+            cost_per_gb=opts.cost_per_gb,
+            issued_ms=now_ms,
+        )
+        return sign_struct(rec, self.identity)
+
+    async def register(self, domain: NodeId, timeout: float = 10.0) -> list[PeerRecord]:
+        """Register with the domain's registry; returns (and keeps) the verified peer records it lists."""
+        reply = await self.request(domain, self.own_record(), timeout=timeout)
+        if not isinstance(reply, PeerList):
+            raise EdgeAgentError(f"the domain answered registration with {type(reply).__name__}")
+        good = []
+        for rec in reply.peers:
+            try:
+                verify_struct(rec, rec.node_id)
+            except SignatureError:
+                log.warning("domain listed a peer record that does not verify: %s", rec.node_id)
+                continue
+            old = self.peer_records.get(rec.node_id)
+            if old is None or rec.seq >= old.seq:
+                self.peer_records[rec.node_id] = rec
+            good.append(rec)
+        self.registered.set()
+        return good
 
     # -- status and control ----------------------------------------------------------------
 
@@ -522,7 +579,20 @@ class Node:
             "addresses": list(rec.addresses),
             "network_kind": rec.network_kind,
             "metered": rec.metered,
+            "lan_group": rec.lan_group,
         }
+
+
+def _lan_group(remote_address: str) -> str:
+    """The LAN group hint for a peer seen at ``host:port``: its /24 (IPv4) or /64 (IPv6) subnet."""
+    import ipaddress
+
+    host = remote_address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False))
 
 
 async def control_request(state_dir: Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:

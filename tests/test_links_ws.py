@@ -108,7 +108,10 @@ async def test_unauthorised_peer_of_a_closed_node(tmp_path: Path) -> None:
         try:
             assert await link.ping() > 0
             record = sign_struct(PeerRecord(ident.node_id, 7, addresses=("ws://127.0.0.1:9",)), ident)
-            await link.send(Envelope(record, ident.node_id))
+            presented = Envelope(record, ident.node_id)
+            await link.send(presented)
+            ack = await asyncio.wait_for(link.recv(), 10)  # an unauthorised peer may present its record
+            assert ack.reply_to == presented.msg_id and not isinstance(ack.body, Error)
             push = Envelope(ObjectMessage("w", b"weights"), ident.node_id, destination=link.peer)
             await link.send(push)
             reply = await asyncio.wait_for(link.recv(), 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..nodeid import NodeId
 from ..route import Route
@@ -17,8 +18,11 @@ class PeerRecord(Message):
     """A node's signed description of itself (mDNS TXT, registry, Hello follow-up).
 
     ``signature`` is the node's Ed25519 signature over the CBOR encoding of the
-    record with ``signature`` empty; receivers drop records that do not verify.
+    record with ``signature`` and ``lan_group`` empty (the domain fills in
+    ``lan_group``); receivers drop records that do not verify.
     """
+
+    UNSIGNED_FIELDS: ClassVar[tuple[str, ...]] = ("lan_group",)
 
     node_id: NodeId = fld(1, NODEID, "the node described (and signer)")
     seq: int = fld(2, U64, "increases with every change; older records are ignored")
