@@ -569,3 +569,50 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def create_bridged(count: int, prefix: str = "ea-lan", subnet: str = "10.201.0") -> tuple[Netns, list[Netns]]:
+    """``count`` namespaces joined by veth pairs to a bridge in a switch namespace: one LAN.
+
+    Host ``i`` gets ``{subnet}.{i+1}/24`` on ``eth0``. Delete every namespace returned
+    (the switch too) to clean up; deleting a namespace removes its veth ends.
+    """
+    tag = secrets.token_hex(3)
+    made: list[Netns] = []
+
+    def run(*args: str) -> None:
+        step = _ip(*args)
+        if step.returncode != 0:
+            raise RuntimeError(f"`ip {' '.join(args)}` failed: {step.stderr.strip()}")
+
+    try:
+        switch_name = f"{prefix}-sw-{tag}"
+        made_switch = _ip("netns", "add", switch_name)
+        if made_switch.returncode != 0:
+            raise NetnsUnavailable(f"`ip netns add` failed: {made_switch.stderr.strip()}")
+        switch = Netns(switch_name, "")
+        made.append(switch)
+        run("-n", switch_name, "link", "add", "br0", "type", "bridge")
+        run("-n", switch_name, "link", "set", "br0", "up")
+        hosts = []
+        for i in range(count):
+            name = f"{prefix}-{i}-{tag}"
+            run("netns", "add", name)
+            host = Netns(name, f"{subnet}.{i + 1}")
+            made.append(host)
+            hosts.append(host)
+            veth = f"v{tag}{i}"
+            run("link", "add", veth, "type", "veth", "peer", "name", f"{veth}b")
+            run("link", "set", veth, "netns", name)
+            run("link", "set", f"{veth}b", "netns", switch_name)
+            run("-n", name, "link", "set", veth, "name", "eth0")
+            run("-n", name, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            run("-n", name, "link", "set", "eth0", "up")
+            run("-n", name, "link", "set", "lo", "up")
+            run("-n", switch_name, "link", "set", f"{veth}b", "master", "br0")
+            run("-n", switch_name, "link", "set", f"{veth}b", "up")
+        return switch, hosts
+    except BaseException:
+        for ns in made:
+            ns.delete()
+        raise
