@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .exceptions import ConfigError, EdgeAgentError
@@ -81,7 +81,7 @@ def _link_options(args: argparse.Namespace) -> LinkOptions:
     return LinkOptions(
         limits=cfg.limits,
         insecure=args.insecure,
-        network_kind=args.network,
+        network_kind=args.network or "unknown",
         metered=metered,
         keepalive=lc.keepalive,
         dead_after=lc.dead_after,
@@ -111,7 +111,15 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     state = _state(args)
     ident, _ = Identity.load_or_create(state)
     allow = None if args.open else set(args.allow or ())
+    from .netcost import Override, detect, load_netcost
+
     tls = load_config(Path(args.config) if args.config else None).tls
+    net_cfg = load_netcost(Path(args.cost)) if args.cost else load_netcost(None)
+    override = Override(kind=args.network, metered=args.metered)
+
+    def net_probe() -> Any:
+        return detect(net_cfg, override=override)
+
     listen = list(args.listen or ())
     if any(u.startswith("wss://") for u in listen) and not tls.cert_file:
         raise ConfigError("a wss:// listen URL needs [tls] cert_file and key_file in --config")
@@ -125,6 +133,9 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         server_tls=server_tls(tls.cert_file, tls.key_file) if tls.cert_file and tls.key_file else None,
         mdns=args.mdns,
         mdns_listen_only=args.mdns_listen_only,
+        net_probe=net_probe,
+        probe_interval=net_cfg.probe.interval,
+        run_conditions=net_cfg.run,
         client_tls=client_tls(tls.ca_file) if tls.ca_file else None,
     )
     node = Node(ident, state, config)
@@ -230,6 +241,15 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_netinfo(args: argparse.Namespace) -> int:
+    from .netcost import Override, format_netinfo, netinfo_report
+
+    override = Override(kind=args.network, metered=args.metered, interface=args.interface)
+    report = netinfo_report(Path(args.cost) if args.cost else None, override=override)
+    print(json.dumps(report, indent=2) if args.json else format_netinfo(report))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -268,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--network",
             choices=["wifi", "ethernet", "cellular", "loopback", "unknown"],
-            default="unknown",
             help="this node's network kind (overrides detection)",
         )
+        sp.add_argument("--cost", metavar="FILE", help="costs per GB and run conditions (see configs/cost.toml)")
         m = sp.add_mutually_exclusive_group()
         m.add_argument(
             "--metered", dest="metered", action="store_true", default=None, help="this node's bytes are metered"
@@ -311,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         state_opt(sp)
         sp.set_defaults(func=func)
+    sp = sub.add_parser("netinfo", help="network kind, metered flag and cost per GB, and which probe decided")
+    sp.add_argument("--cost", metavar="FILE", help="cost and run-condition settings (see configs/cost.toml)")
+    sp.add_argument("--interface", metavar="IFACE", help="classify this interface instead of the default route's")
+    sp.add_argument(
+        "--network", choices=["wifi", "ethernet", "cellular", "loopback", "unknown"], help="assume this network kind"
+    )
+    m = sp.add_mutually_exclusive_group()
+    m.add_argument("--metered", dest="metered", action="store_true", default=None, help="assume metered")
+    m.add_argument("--unmetered", dest="metered", action="store_false", help="assume unmetered")
+    sp.add_argument("--json", action="store_true", help="print JSON")
+    sp.set_defaults(func=cmd_netinfo)
     sp = sub.add_parser("demo", help="run the embedded local demo (a domain and agents on loopback)")
     sp.add_argument("--agents", type=int, default=3, help="number of agents (1-16, default 3)")
     sp.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -69,6 +69,9 @@ class NodeConfig:
     client_tls: ssl.SSLContext | None = None  # for dialling wss:// URLs (None: system CAs)
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs for WebRTC; none by default
     mdns: str = "off"  # "off", "loopback" (127.0.0.1 only) or "auto" (non-cellular LAN interfaces)
+    net_probe: Callable[[], Any] | None = None  # returns a netcost.NetInfo; None: take link's settings as given
+    probe_interval: float = 60.0  # seconds between network re-probes (a change re-advertises at once)
+    run_conditions: Any = None  # netcost.RunConditions (default: relay only when unmetered)
     mdns_listen_only: bool = False  # browse without advertising
     store_quota: int = 256 << 20  # bytes the worker's object store may hold
     default_lease: float = 600.0  # seconds an object lives unless its lease is renewed
@@ -112,6 +115,8 @@ class Node:
         self._rtc_sessions: dict[str, Any] = {}  # session id -> QueueSignaller
         self.mdns: Any = None  # MdnsDiscovery when enabled
         self._record_seq = 0
+        self.network: Any = None  # the last netcost.NetInfo
+        self.may_relay = (True, "network not probed")
         self.registered = asyncio.Event()  # set once a domain has answered our registration
         self._dialing: set[NodeId] = set()
         self.forwarded = 0
@@ -120,6 +125,8 @@ class Node:
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.config.net_probe is not None:
+            self._apply_network(await asyncio.to_thread(self.config.net_probe))
         for url in self.config.listen:
             self.listeners.append(
                 await listen(url, self.identity, self._on_link, self.link_options, ssl_context=self.config.server_tls)
@@ -131,6 +138,8 @@ class Node:
             self._spawn(self._keep(url, is_domain=url == self.config.domain))
         if self.config.mdns != "off":
             await self._start_mdns()
+        if self.config.net_probe is not None:
+            self._spawn(self._watch_network())
         await self._start_control()
         (self.state_dir / "node.json").write_text(
             json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
@@ -237,6 +246,63 @@ class Node:
         elif env.reply_to is None:
             reason = f"{type(env.body).__name__} is not served here"
             await link.send(env.reply(Error(ErrorCode.UNSUPPORTED, reason), me))
+
+    # -- network cost and changes -----------------------------------------------------------------
+
+    def _apply_network(self, info: Any) -> bool:
+        """Adopt a NetInfo; returns True when what peers are told changed."""
+        from .netcost import NetWatcher, RunConditions
+
+        if not hasattr(self, "_net_watcher"):
+            self._net_watcher = NetWatcher()
+        change = self._net_watcher.update(info)
+        self.network = info
+        conditions = self.config.run_conditions or RunConditions()
+        self.may_relay = conditions.may_relay(info)
+        if change is None:
+            return False
+        self.link_options = dataclasses.replace(
+            self.link_options, network_kind=info.kind, metered=info.metered, cost_per_gb=info.cost_per_gb
+        )
+        log.info(
+            "network: %s, %s (%s); relaying %s",
+            info.kind,
+            "metered" if info.metered else "unmetered",
+            info.decided_by,
+            "on" if self.may_relay[0] else "off",
+        )
+        return True
+
+    async def _watch_network(self) -> None:
+        assert self.config.net_probe is not None
+        while True:
+            await asyncio.sleep(self.config.probe_interval)
+            info = await asyncio.to_thread(self.config.net_probe)
+            if self._apply_network(info):
+                await self._readvertise()
+
+    async def _readvertise(self) -> None:
+        """Tell the LAN (mDNS) and the domains (registry) about a change, at once."""
+        if self.mdns is not None and self.listeners:
+            from .discovery import MdnsRecord
+
+            opts = self.link_options
+            self._record_seq = max(self._record_seq + 1, int(time.time() * 1000))
+            record = MdnsRecord(
+                self.identity.node_id,
+                self.listeners[0].port,
+                seq=self._record_seq,
+                capabilities=opts.capabilities,
+                network_kind=opts.network_kind,
+                metered=opts.metered,
+            )
+            with contextlib.suppress(Exception):
+                await self.mdns.update(record)
+        for domain in list(self._domain_ids):
+            try:
+                await self.register(domain)
+            except EdgeAgentError as exc:
+                log.warning("re-registering with %s failed: %s", domain, exc)
 
     # -- mDNS ------------------------------------------------------------------------------------
 
@@ -534,6 +600,9 @@ class Node:
             "bytes_sent_total": sent,
             "bytes_received_total": received,
             "payloads": [],
+            "network": None
+            if self.network is None
+            else {**self.network.to_json(), "may_relay": self.may_relay[0], "relay_reason": self.may_relay[1]},
             "mdns": None
             if self.mdns is None
             else {"mode": self.config.mdns, "peers": len(self.mdns.peers), "ignored": self.mdns.ignored},

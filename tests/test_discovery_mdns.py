@@ -102,8 +102,12 @@ async def _forged_advertiser(victim: Identity) -> object:
     props["id"] = str(victim.node_id)  # the signature no longer matches
     zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
     info = AsyncServiceInfo(
-        SERVICE_TYPE, f"{victim.node_id}.{SERVICE_TYPE}", addresses=[socket.inet_aton("127.0.0.1")], port=9999,
-        properties=props, server="mallory.local.",
+        SERVICE_TYPE,
+        f"{victim.node_id}.{SERVICE_TYPE}",
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=9999,
+        properties=props,
+        server="mallory.local.",
     )
     await (await zc.async_register_service(info))
     return zc
@@ -146,3 +150,60 @@ async def test_goodbye_removes_a_stopped_node(inside: Netns, tmp_path: Path) -> 
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_switch_to_cellular_is_readvertised_within_5s_and_stops_relaying(inside: Netns, tmp_path: Path) -> None:
+    """A simulated Wi-Fi -> cellular switch reaches mDNS peers and the domain registry within 5 s."""
+    import time
+
+    from edgeagent.netcost import NetInfo
+
+    def info(kind: str, metered: bool) -> NetInfo:
+        return NetInfo(
+            "wlan0" if kind == "wifi" else "rmnet0",
+            kind,
+            metered,
+            2.0 if metered else 0.0,
+            "USD",  # type: ignore[arg-type]
+            "test",
+            "test",
+        )
+
+    current = [info("wifi", False)]
+    domain = Node(
+        Identity.generate(), tmp_path / "d", NodeConfig(role="domain", listen=["ws://127.0.0.1:0"], allow=None)
+    )
+    await domain.start()
+    phone = Node(
+        Identity.generate(),
+        tmp_path / "p",
+        NodeConfig(
+            listen=["ws://127.0.0.1:0"],
+            allow=None,
+            mdns="loopback",
+            domain=domain.listen_urls[0],
+            net_probe=lambda: current[0],
+            probe_interval=0.2,
+        ),
+    )
+    watcher = Node(Identity.generate(), tmp_path / "w", NodeConfig(allow=None, mdns="loopback", mdns_listen_only=True))
+    try:
+        await phone.start()
+        await watcher.start()
+        pid = phone.identity.node_id
+        await _wait(lambda: pid in watcher.mdns.peers and pid in domain.peer_records, 15)
+        assert watcher.mdns.peers[pid].record.network_kind == "wifi" and phone.may_relay[0]
+        assert not domain.peer_records[pid].metered
+        current[0] = info("cellular", True)  # the switch
+        t0 = time.monotonic()
+        await _wait(
+            lambda: watcher.mdns.peers[pid].record.network_kind == "cellular" and domain.peer_records[pid].metered, 5
+        )
+        elapsed = time.monotonic() - t0
+        assert elapsed < 5
+        assert watcher.mdns.peers[pid].record.metered
+        assert phone.may_relay == (False, "metered cellular network (relay_only_unmetered)")
+        assert phone.status()["network"]["kind"] == "cellular"
+    finally:
+        for node in (watcher, phone, domain):
+            await node.stop()
