@@ -13,7 +13,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .wire.limits import Limits
 
-__all__ = ["Config", "LinkConfig", "TlsConfig", "load_config"]
+__all__ = ["Config", "LinkConfig", "TlsConfig", "load_config", "read_toml"]
 
 _WIRE_KEYS = {
     "max_frame_bytes": "max_frame",
@@ -126,18 +126,23 @@ def _wire(table: Any, path: Path) -> Limits:
     return Limits(**kwargs)
 
 
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; every failure is a ConfigError that names the file."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
 def load_config(path: Path | None) -> Config:
     """Read a TOML config file; ``None`` gives the defaults."""
     if path is None:
         return Config()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     known = {"wire", "link", "tls"}
     for key in data:
         if key not in known:

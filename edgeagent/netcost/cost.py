@@ -8,7 +8,6 @@ defaults built in here. Unknown tables or keys are an error.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,12 +193,6 @@ def load_netcost(path: Path | None) -> NetCostConfig:
     """Read a cost file (see ``configs/cost.toml``); ``None`` gives the defaults. Raises ConfigError."""
     if path is None:
         return NetCostConfig()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"cost file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read cost file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse_netcost(data, str(path), source=path)
+    from ..config import read_toml
+
+    return parse_netcost(read_toml(path, "cost file"), str(path), source=path)
