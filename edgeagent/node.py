@@ -157,14 +157,16 @@ class Node:
     async def stop(self) -> None:
         if self.mdns is not None:
             await self.mdns.stop()  # goodbye packets first
+        # close every link before cancelling the tasks that serve them (a serve task's exit
+        # unregisters its link, which would hide it from this loop)
+        for links in list(self.links.values()):
+            for link in list(links):
+                await link.close(1001, "node stopping")
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for links in list(self.links.values()):
-            for link in list(links):
-                await link.close(1001, "node stopping")
         for lst in self.listeners:
             await lst.close()
         if self._control is not None:

@@ -91,6 +91,8 @@ async def network(
         await wait_for(
             lambda: len(domain.links) == len(names) and all(dom_id in n.links and n.domain_ids for n in nodes.values())
         )
+        if domain_allow is None:  # registration (a request of its own) is done before the test looks at _pending
+            await wait_for(lambda: all(n.registered.is_set() for n in nodes.values()))
         yield Net(domain, nodes)
     finally:
         for node in nodes.values():

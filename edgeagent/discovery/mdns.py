@@ -116,10 +116,11 @@ class MdnsDiscovery:
         from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
         self._aiozc = AsyncZeroconf(interfaces=list(self.addresses), ip_version=IPVersion.V4Only)
+        # browse first: peers answer at once, while our own name probing (~1.2-1.6 s) goes on
+        self._browser = AsyncServiceBrowser(self._aiozc.zeroconf, [SERVICE_TYPE], handlers=[self._on_change])
         if record is not None and not self.listen_only:
             self._info = self._service_info(record)
             await (await self._aiozc.async_register_service(self._info, allow_name_change=False))
-        self._browser = AsyncServiceBrowser(self._aiozc.zeroconf, [SERVICE_TYPE], handlers=[self._on_change])
 
     async def update(self, record: MdnsRecord) -> None:
         """Re-advertise after a change (new seq, network kind, metered flag...)."""
