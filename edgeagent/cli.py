@@ -113,7 +113,8 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     allow = None if args.open else set(args.allow or ())
     from .netcost import Override, detect, load_netcost
 
-    tls = load_config(Path(args.config) if args.config else None).tls
+    cfg = load_config(Path(args.config) if args.config else None)
+    tls = cfg.tls
     net_cfg = load_netcost(Path(args.cost)) if args.cost else load_netcost(None)
     override = Override(kind=args.network, metered=args.metered)
 
@@ -126,13 +127,13 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     config = NodeConfig(
         role=role,
         listen=listen,
-        peers=list(getattr(args, "peer", None) or ()),
+        peers=[*cfg.discovery.peers, *(getattr(args, "peer", None) or ())],
         domain=getattr(args, "domain", None),
         allow=allow,
         link=_link_options(args),
         server_tls=server_tls(tls.cert_file, tls.key_file) if tls.cert_file and tls.key_file else None,
-        mdns=args.mdns,
-        mdns_listen_only=args.mdns_listen_only,
+        mdns=args.mdns or cfg.discovery.mdns,
+        mdns_listen_only=args.mdns_listen_only or cfg.discovery.mdns_listen_only,
         net_probe=net_probe,
         probe_interval=net_cfg.probe.interval,
         run_conditions=net_cfg.run,
@@ -302,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--mdns",
             choices=["off", "loopback", "auto"],
-            default="off",
-            help="LAN discovery: off (default), loopback (127.0.0.1 only) or auto (non-cellular interfaces)",
+            help="LAN discovery: off (the default), loopback (127.0.0.1 only) or auto (non-cellular interfaces);"
+            " overrides [discovery] mdns",
         )
         sp.add_argument("--mdns-listen-only", action="store_true", help="discover peers without advertising this node")
 

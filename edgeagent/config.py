@@ -13,7 +13,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .wire.limits import Limits
 
-__all__ = ["Config", "LinkConfig", "TlsConfig", "load_config", "read_toml"]
+__all__ = ["Config", "DiscoveryConfig", "LinkConfig", "TlsConfig", "load_config", "read_toml"]
 
 _WIRE_KEYS = {
     "max_frame_bytes": "max_frame",
@@ -58,12 +58,41 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """The ``[discovery]`` table: static peers and mDNS (command-line flags add to / override it)."""
+
+    peers: tuple[str, ...] = ()
+    mdns: str = "off"
+    mdns_listen_only: bool = False
+
+
+def _discovery(table: Any, path: Path) -> DiscoveryConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [discovery] must be a table")
+    known = ("peers", "mdns", "mdns_listen_only")
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key discovery.{key} (known: {', '.join(known)})")
+    peers = table.get("peers", [])
+    if not isinstance(peers, list) or not all(isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in peers):
+        raise ConfigError(f"{path}: discovery.peers must be a list of ws:// or wss:// URLs")
+    mdns = table.get("mdns", "off")
+    if mdns not in ("off", "loopback", "auto"):
+        raise ConfigError(f'{path}: discovery.mdns must be "off", "loopback" or "auto"')
+    listen_only = table.get("mdns_listen_only", False)
+    if type(listen_only) is not bool:
+        raise ConfigError(f"{path}: discovery.mdns_listen_only must be true or false")
+    return DiscoveryConfig(tuple(peers), mdns, listen_only)
+
+
+@dataclass(frozen=True)
 class Config:
     """The parsed configuration. Later sections (discovery, cost...) extend it."""
 
     limits: Limits = field(default_factory=Limits)
     link: LinkConfig = field(default_factory=LinkConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     source: Path | None = None
 
 
@@ -143,11 +172,12 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     data = read_toml(path)
-    known = {"wire", "link", "tls"}
+    known = {"wire", "link", "tls", "discovery"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(sorted(known))})")
     limits = _wire(data["wire"], path) if "wire" in data else Limits()
     link = _link(data["link"], path) if "link" in data else LinkConfig()
     tls = _tls(data["tls"], path) if "tls" in data else TlsConfig()
-    return Config(limits=limits, link=link, tls=tls, source=path)
+    disc = _discovery(data["discovery"], path) if "discovery" in data else DiscoveryConfig()
+    return Config(limits=limits, link=link, tls=tls, discovery=disc, source=path)

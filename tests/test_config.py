@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent.config import LinkConfig, load_config
+from edgeagent.config import DiscoveryConfig, LinkConfig, load_config
 from edgeagent.exceptions import ConfigError
 from edgeagent.wire import Limits
 
@@ -21,6 +21,7 @@ def test_example_config_is_valid_and_says_the_defaults() -> None:
     cfg = load_config(ROOT / "configs" / "edgeagent.example.toml")
     assert cfg.limits == Limits()
     assert cfg.link == LinkConfig()
+    assert cfg.discovery == DiscoveryConfig()
 
 
 def test_values_are_applied(tmp_path: Path) -> None:
@@ -42,6 +43,8 @@ def test_values_are_applied(tmp_path: Path) -> None:
         ("[link]\ncodecs = ['json']\n", "codecs"),
         ("[link]\nkeepalive = 10\ndead_after = 5\n", "must exceed"),
         ("[link]\nspeed = 1\n", "unknown key link.speed"),
+        ("[discovery]\npeers = ['http://x']\n", "ws:// or wss://"),
+        ("[discovery]\nmdns = 'on'\n", "discovery.mdns"),
     ],
 )
 def test_bad_configs(tmp_path: Path, text: str, match: str) -> None:
@@ -61,3 +64,9 @@ def test_link_values_are_applied(tmp_path: Path) -> None:
     p.write_text("[link]\nkeepalive = 1\ndead_after = 3.5\ncodecs = ['protobuf']\n")
     cfg = load_config(p).link
     assert (cfg.keepalive, cfg.dead_after, cfg.codecs) == (1.0, 3.5, ("protobuf",))
+
+
+def test_discovery_values_are_applied(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[discovery]\npeers = ['ws://10.0.0.2:7400']\nmdns = 'auto'\n")
+    assert load_config(p).discovery == DiscoveryConfig(("ws://10.0.0.2:7400",), "auto", False)

@@ -60,3 +60,19 @@ async def test_registry_refuses_a_record_for_another_node(tmp_path: Path) -> Non
     finally:
         await device.stop()
         await domain.stop()
+
+
+def test_static_peers_from_the_config_file(tmp_path: Path) -> None:
+    """``[discovery] peers`` links a node to its static peers with mDNS off (as phones need)."""
+    from .procs import ProcGroup, status, wait_for
+
+    with ProcGroup(tmp_path) as procs:
+        a = procs.node("a", "--listen", "ws://127.0.0.1:0", "--open")
+        cfg = tmp_path / "b.toml"
+        cfg.write_text(f'[discovery]\npeers = ["{a.url}"]\n')
+        b = procs.node("b", "--config", str(cfg))
+        wait_for(
+            lambda: any(ln["peer"] == a.node_id for ln in status(b.info["state"])["links"]) or None,
+            15,
+            what="b linked to its static peer",
+        )
