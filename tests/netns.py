@@ -616,3 +616,19 @@ def create_bridged(count: int, prefix: str = "ea-lan", subnet: str = "10.201.0")
         for ns in made:
             ns.delete()
         raise
+
+
+@contextlib.contextmanager
+def netns_or_skip(prefix: str, why: str) -> Iterator[Netns]:
+    """A namespace for the duration, deleted afterwards; skips the test (saying why) where none can be made."""
+    import pytest
+
+    try:
+        ns = create_netns(prefix)
+    except NetnsUnavailable as exc:
+        print(f"\nSKIP ({why}): {exc}", file=sys.stderr)
+        pytest.skip(f"network namespaces cannot be made here ({why}): {exc}")
+    try:
+        yield ns
+    finally:
+        ns.delete()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from edgeagent.exceptions import DecodeError, SignatureError
 from edgeagent.identity import Identity
 from edgeagent.node import Node, NodeConfig
 
-from .netns import Netns, NetnsUnavailable, create_netns
+from .netns import Netns, netns_or_skip
 
 
 def test_signed_txt_round_trip() -> None:
@@ -69,15 +68,8 @@ def test_malformed_txt_is_refused(change: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
-    try:
-        ns = create_netns("ea-mdns")
-    except NetnsUnavailable as exc:
-        print(f"\nSKIP mDNS tests: {exc}", file=sys.stderr)
-        pytest.skip(f"network namespaces cannot be made here (mDNS must not touch the host's interfaces): {exc}")
-    try:
+    with netns_or_skip("ea-mdns", "mDNS must not touch the host's interfaces") as ns:
         yield ns
-    finally:
-        ns.delete()
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from edgeagent.links.webrtc import (
 )
 from edgeagent.wire import Answer, Candidate, Chunk, Envelope, Offer
 
-from .netns import Netns, NetnsUnavailable, Procs, create_netns, role_argv
+from .netns import Netns, Procs, netns_or_skip, role_argv
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,15 +183,8 @@ async def test_queue_signaller_bounded_and_closable() -> None:
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
-    try:
-        ns = create_netns()
-    except NetnsUnavailable as exc:
-        print(f"\nSKIP WebRTC tests: {exc}", file=sys.stderr)
-        pytest.skip(f"network namespaces cannot be made here (WebRTC needs a non-loopback address): {exc}")
-    try:
+    with netns_or_skip("ea-rtc", "WebRTC needs a non-loopback address") as ns:
         yield ns
-    finally:
-        ns.delete()
 
 
 @pytest.fixture
