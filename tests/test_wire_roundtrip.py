@@ -324,13 +324,17 @@ def test_chunks_around_the_splice_threshold(
     assert_identical(decode(encode(chunk, codec), codec), chunk)
 
 
+@pytest.mark.parametrize("kind", ["chunk", "stream"])
 @pytest.mark.parametrize("size", [0, Splicer.THRESHOLD - 1, Splicer.THRESHOLD, 300 * 1024])
-def test_spliced_frames_are_the_canonical_encodings(size: int) -> None:
-    """Splicing chunk data in gives exactly the bytes the libraries themselves would produce."""
+def test_spliced_frames_are_the_canonical_encodings(size: int, kind: str) -> None:
+    """Splicing chunk/stream data in gives exactly the bytes the libraries themselves would produce."""
     from edgeagent.v1 import envelope_pb2
+    from edgeagent.wire import StreamData
 
     data = (bytes(range(251)) * (size // 251 + 1))[:size]
-    env = Envelope(Chunk(b"p" * 32, 7, data), SRC, destination=DST, msg_id=11)
+    body = Chunk(b"p" * 32, 7, data) if kind == "chunk" else StreamData(b"s" * 16, 1 << 33, 1 << 34, "n", True, data)
+    env = Envelope(body, SRC, destination=DST, msg_id=11)
+    assert decode(encode(env, "protobuf"), "protobuf") == env
     pb_frame = encode(env, "protobuf")
     parsed = envelope_pb2.Envelope()
     parsed.ParseFromString(pb_frame)

@@ -60,3 +60,13 @@ class RouteReply(_message.Message):
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     routes: _containers.RepeatedCompositeFieldContainer[_route_pb2.Route]
     def __init__(self, routes: _Optional[_Iterable[_Union[_route_pb2.Route, _Mapping]]] = ...) -> None: ...
+
+class HopReport(_message.Message):
+    __slots__ = ("hops", "relays", "ttl_s")
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    RELAYS_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    hops: _containers.RepeatedCompositeFieldContainer[_route_pb2.Hop]
+    relays: bool
+    ttl_s: int
+    def __init__(self, hops: _Optional[_Iterable[_Union[_route_pb2.Hop, _Mapping]]] = ..., relays: _Optional[bool] = ..., ttl_s: _Optional[int] = ...) -> None: ...

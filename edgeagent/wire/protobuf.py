@@ -14,6 +14,7 @@ header, so the payload bytes are copied once.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Final
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -25,6 +26,7 @@ from ..v1 import envelope_pb2
 from .envelope import PROTOCOL_VERSION, Envelope
 from .limits import DEFAULT_LIMITS, Limits
 from .messages.payload import Chunk
+from .messages.stream import StreamData
 from .nodeid import NodeId
 from .protogen import snake
 from .route import Route
@@ -33,6 +35,8 @@ from .schema import MAX_STRUCT_DEPTH, REGISTRY, Message, Splicer, struct_from_pb
 __all__ = ["decode", "encode"]
 
 _PbEnvelope: Any = envelope_pb2.Envelope
+#: messages whose large ``data`` field (the highest numbered) is spliced onto the frame
+_SPLICED: Final[dict[type, int]] = {Chunk: 3, StreamData: 6}
 _FIELD_OF_CODE: Final = {code: snake(cls.__name__) for code, cls in REGISTRY.items()}
 _CODE_OF_FIELD: Final = {name: code for code, name in _FIELD_OF_CODE.items()}
 
@@ -78,8 +82,8 @@ def encode(env: Envelope) -> bytes:
     if REGISTRY.get(code) is not type(body):
         raise EncodeError(f"{type(body).__name__} is not a registered message")
     pb = _header_pb(env)
-    if type(body) is Chunk and len(body.data) >= Splicer.THRESHOLD:
-        return _encode_chunk(pb, body)
+    if type(body) in _SPLICED and len(body.data) >= Splicer.THRESHOLD:  # type: ignore[attr-defined]
+        return _encode_spliced(pb, body)
     sub = getattr(pb, _FIELD_OF_CODE[code])
     sub.SetInParent()
     struct_to_pb(body, sub)
@@ -89,19 +93,19 @@ def encode(env: Envelope) -> bytes:
         raise EncodeError(f"protobuf: {exc}") from None
 
 
-def _encode_chunk(pb: Any, chunk: Chunk) -> bytes:
-    """Envelope{header, chunk{payload_id, index, data}} with data appended, not copied in."""
-    sub = getattr(pb, _FIELD_OF_CODE[Chunk.TYPE_CODE]).__class__()
+def _encode_spliced(pb: Any, body: Chunk | StreamData) -> bytes:
+    """Envelope{header, body{..., data}} with data (the body's last field) appended, not copied in."""
+    sub = getattr(pb, _FIELD_OF_CODE[body.TYPE_CODE]).__class__()
     try:
-        sub.payload_id = chunk.payload_id
-        sub.index = chunk.index
+        struct_to_pb(dataclasses.replace(body, data=b""), sub)
+        sub.ClearField("data")
     except (TypeError, ValueError) as exc:
-        raise EncodeError(f"Chunk: {exc}") from None
-    head = sub.SerializeToString(deterministic=True)  # data (field 3) is appended below
-    data = chunk.data
-    data_head = b"\x1a" + _varint(len(data))  # field 3, wire type 2
+        raise EncodeError(f"{type(body).__name__}: {exc}") from None
+    head = sub.SerializeToString(deterministic=True)  # data (the highest field number) is appended below
+    data = body.data
+    data_head = _varint((_SPLICED[type(body)] << 3) | 2) + _varint(len(data))
     body_len = len(head) + len(data_head) + len(data)
-    tag = _varint((Chunk.TYPE_CODE << 3) | 2)
+    tag = _varint((body.TYPE_CODE << 3) | 2)
     return b"".join((pb.SerializeToString(deterministic=True), tag, _varint(body_len), head, data_head, data))
 
 

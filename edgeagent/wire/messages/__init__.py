@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .discovery import PeerList, PeerRecord, RouteReply, RouteRequest
+from .discovery import HopReport, PeerList, PeerRecord, RouteReply, RouteRequest
 from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, RoundStart, Update
 from .link import Close, Credit, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
 from .payload import HASH_SIZES, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
 from .signalling import Answer, Candidate, Offer
+from .stream import StreamAck, StreamData
 from .worker import (
     ForceObjectDeleteMessage,
     GetShapeMessage,
@@ -36,6 +37,7 @@ __all__ = [
     "HandshakeOffer",
     "HandshakePayload",
     "Have",
+    "HopReport",
     "Hello",
     "IndexRange",
     "IsNoneMessage",
@@ -61,6 +63,8 @@ __all__ = [
     "RoundResult",
     "RoundStart",
     "SearchMessage",
+    "StreamAck",
+    "StreamData",
     "TreeAssign",
     "Update",
 ]

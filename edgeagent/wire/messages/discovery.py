@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..nodeid import NodeId
-from ..route import Route
+from ..route import Hop, Route
 from ..schema import BOOL, BYTES, F64, NODEID, STR, U32, U64, Message, Rep, StructKind, fld, message
 
-__all__ = ["PeerList", "PeerRecord", "RouteReply", "RouteRequest"]
+__all__ = ["HopReport", "PeerList", "PeerRecord", "RouteReply", "RouteRequest"]
 
 
 @message(48)
@@ -64,3 +64,17 @@ class RouteReply(Message):
     """Routes known to the answering node, best first."""
 
     routes: tuple[Route, ...] = fld(1, Rep(StructKind(Route)), "candidate routes, best first")
+
+
+@message(52)
+@dataclass(frozen=True, slots=True)
+class HopReport(Message):
+    """A node's own live hops, sent to its domains and (by relays) to their neighbours.
+
+    Receivers keep only hops that start at the sender, and forget them after
+    ``ttl_s`` unless a newer report refreshes them.
+    """
+
+    hops: tuple[Hop, ...] = fld(1, Rep(StructKind(Hop)), "hops leaving the sender, with their measured figures")
+    relays: bool = fld(2, BOOL, "the sender forwards messages for others", default=False)
+    ttl_s: int = fld(3, U32, "seconds the hops stay valid", default=180)
