@@ -82,7 +82,7 @@ def encode(env: Envelope) -> bytes:
     if REGISTRY.get(code) is not type(body):
         raise EncodeError(f"{type(body).__name__} is not a registered message")
     pb = _header_pb(env)
-    if type(body) in _SPLICED and len(body.data) >= Splicer.THRESHOLD:  # type: ignore[attr-defined]
+    if isinstance(body, Chunk | StreamData) and len(body.data) >= Splicer.THRESHOLD:
         return _encode_spliced(pb, body)
     sub = getattr(pb, _FIELD_OF_CODE[code])
     sub.SetInParent()
