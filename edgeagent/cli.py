@@ -107,6 +107,7 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     from .identity import Identity
     from .links.websocket import client_tls, server_tls
     from .node import Node, NodeConfig
+    from .routing import Priors
 
     state = _state(args)
     ident, _ = Identity.load_or_create(state)
@@ -138,6 +139,12 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         probe_interval=net_cfg.probe.interval,
         run_conditions=net_cfg.run,
         client_tls=client_tls(tls.ca_file) if tls.ca_file else None,
+        forward=True if getattr(args, "relay", False) else cfg.routing.relay,
+        peer_links=dict(cfg.routing.peers),
+        priors=Priors.from_config(cfg.routing.priors),
+        link_probe_interval=cfg.routing.probe_interval,
+        probe_bytes=cfg.routing.probe_bytes,
+        hop_report_interval=cfg.routing.hop_report_interval,
     )
     node = Node(ident, state, config)
     await node.start()
@@ -242,6 +249,35 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_routes(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .node import control_request
+
+    rt = asyncio.run(control_request(_state(args), "routes"))["routes"]
+    if args.json:
+        print(json.dumps(rt, indent=2))
+        return 0
+    print(f"node {rt['node_id']}: {len(rt['hops'])} hops known, relays: {len(rt['relays'])}")
+    print(f"{'from':>8} {'to':>8} {'transport':<9} {'network':<14} {'rtt ms':>8} {'MB/s':>8} {'health':>6}  source")
+    for h in rt["hops"]:
+        rtt = h["rtt_ms"] if h["rtt_ms"] is not None else h["expected_rtt_ms"]
+        measured = "" if h["rtt_ms"] is not None else "*"
+        bw = (h["bandwidth_bps"] or h["expected_bandwidth_bps"]) / 1e6
+        net = h["network_kind"] + ("/metered" if h["metered"] else "")
+        src = "link " + h["link"] if h["link"] else "learned from " + (h["learned_from"] or "?")[-8:]
+        print(
+            f"{h['from'][-8:]:>8} {h['to'][-8:]:>8} {h['transport']:<9} {net:<14} {rtt:>7.2f}{measured:1} "
+            f"{bw:>8.1f} {h['health']:>6.2f}  {src}{' DEAD' if h['dead'] else ''}"
+        )
+    print("(* = prior, not yet measured)")
+    for c in rt["choices"]:
+        print(f"to {c['destination'][-8:]} [{c['purpose']}]: {c['reason']}")
+    counters = rt["counters"]
+    print(" ".join(f"{k}={v}" for k, v in counters.items() if k != "sent"), counters["sent"])
+    return 0
+
+
 def cmd_netinfo(args: argparse.Namespace) -> int:
     from .netcost import Override, format_netinfo, netinfo_report
 
@@ -315,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     node_opts(sp)
     sp.add_argument("--domain", metavar="URL", help="this node's domain")
     sp.add_argument("--peer", metavar="URL", action="append", help="a static peer to keep a link to (repeatable)")
+    sp.add_argument(
+        "--relay", action="store_true", help="forward messages for authorised peers while unmetered ([routing] relay)"
+    )
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("ping", help="link to a node (real handshake) and measure round-trip time")
     sp.add_argument("url", help="ws:// or wss:// URL of the node")
@@ -328,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("status", cmd_status, "what a running node is doing"),
         ("peers", cmd_peers, "the peers a running node knows"),
+        ("routes", cmd_routes, "a running node's route table, measured figures and current choices"),
     ):
         sp = sub.add_parser(name, help=text)
         state_opt(sp)

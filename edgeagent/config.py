@@ -13,7 +13,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .wire.limits import Limits
 
-__all__ = ["Config", "DiscoveryConfig", "LinkConfig", "TlsConfig", "load_config", "read_toml"]
+__all__ = ["Config", "DiscoveryConfig", "LinkConfig", "RoutingConfig", "TlsConfig", "load_config", "read_toml"]
 
 _WIRE_KEYS = {
     "max_frame_bytes": "max_frame",
@@ -46,6 +46,21 @@ class LinkConfig:
     window: int = 16 << 20
     cipher: str = "auto"
     codecs: tuple[str, ...] = ("cbor", "protobuf")
+
+
+_KINDS = ("wifi", "ethernet", "cellular", "loopback", "unknown")
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """The ``[routing]`` table: relaying, link probes, priors, and per-peer link marks."""
+
+    relay: bool | None = None  # None: domains relay, devices do not
+    probe_interval: float = 300.0
+    probe_bytes: int = 256 * 1024
+    hop_report_interval: float = 60.0
+    priors: dict[str, Any] = field(default_factory=dict)  # raw [routing.priors], checked by Priors.from_config
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> {network_kind, metered, cost_per_gb}
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ class Config:
     link: LinkConfig = field(default_factory=LinkConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     source: Path | None = None
 
 
@@ -142,6 +158,63 @@ def _link(table: Any, path: Path) -> LinkConfig:
     return cfg
 
 
+def _routing(table: Any, path: Path) -> RoutingConfig:
+    from .routing import Priors
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [routing] must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "relay":
+            if type(value) is not bool:
+                raise ConfigError(f"{path}: routing.relay must be true or false, got {value!r}")
+            kwargs[key] = value
+        elif key in ("probe_interval", "hop_report_interval"):
+            if type(value) not in (int, float) or value < 0:
+                raise ConfigError(f"{path}: routing.{key} must be a non-negative number of seconds, got {value!r}")
+            kwargs[key] = float(value)
+        elif key == "probe_bytes":
+            if type(value) is not int or not 1024 <= value <= 8 << 20:
+                raise ConfigError(f"{path}: routing.probe_bytes must be an integer from 1024 to 8388608")
+            kwargs[key] = value
+        elif key == "priors":
+            try:
+                Priors.from_config(value if isinstance(value, dict) else {"?": value})
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            kwargs[key] = value
+        elif key == "peers":
+            kwargs[key] = _routing_peers(value, path)
+        else:
+            known = "relay, probe_interval, probe_bytes, hop_report_interval, priors, peers"
+            raise ConfigError(f"{path}: unknown key routing.{key} (known: {known})")
+    return RoutingConfig(**kwargs)
+
+
+def _routing_peers(table: Any, path: Path) -> dict[str, dict[str, Any]]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [routing.peers] must map peer URLs to tables")
+    out: dict[str, dict[str, Any]] = {}
+    for url, marks in table.items():
+        if not isinstance(marks, dict):
+            raise ConfigError(f"{path}: routing.peers.{url!r} must be a table")
+        o: dict[str, Any] = {}
+        for key, value in marks.items():
+            if key == "network" and value in _KINDS:
+                o["network_kind"] = value
+            elif key == "metered" and type(value) is bool:
+                o["metered"] = value
+            elif key == "cost_per_gb" and type(value) in (int, float) and value >= 0:
+                o["cost_per_gb"] = float(value)
+            else:
+                raise ConfigError(
+                    f"{path}: routing.peers.{url!r}.{key} = {value!r} is not valid "
+                    f"(network: one of {', '.join(_KINDS)}; metered: true/false; cost_per_gb: >= 0)"
+                )
+        out[url] = o
+    return out
+
+
 def _wire(table: Any, path: Path) -> Limits:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [wire] must be a table")
@@ -172,7 +245,7 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     data = read_toml(path)
-    known = {"wire", "link", "tls", "discovery"}
+    known = {"wire", "link", "tls", "discovery", "routing"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(sorted(known))})")
@@ -180,4 +253,5 @@ def load_config(path: Path | None) -> Config:
     link = _link(data["link"], path) if "link" in data else LinkConfig()
     tls = _tls(data["tls"], path) if "tls" in data else TlsConfig()
     disc = _discovery(data["discovery"], path) if "discovery" in data else DiscoveryConfig()
-    return Config(limits=limits, link=link, tls=tls, discovery=disc, source=path)
+    routing = _routing(data["routing"], path) if "routing" in data else RoutingConfig()
+    return Config(limits=limits, link=link, tls=tls, discovery=disc, routing=routing, source=path)

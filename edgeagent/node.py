@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import ssl
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +29,26 @@ from .links.base import LinkOptions
 from .links.link import Link
 from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
+from .routing import Choice, Priors, Router, RouteTable, Traits, rank
 from .wire import (
     Answer,
     Candidate,
+    Chunk,
     Envelope,
     Error,
     ErrorCode,
+    HopReport,
     Message,
     NodeId,
     Offer,
     PeerList,
     PeerRecord,
     Response,
+    Route,
+    RouteReply,
+    RouteRequest,
+    StreamAck,
+    StreamData,
 )
 from .worker import WORKER_MESSAGES, ObjectStore, Permissions, Worker
 
@@ -49,6 +59,9 @@ CONTROL_SOCKET: Final = "control.sock"
 _MAX_CONTROL_REQUEST: Final = 64 * 1024
 _MAX_WORKER_TASKS: Final = 32
 _INLINE_WORK_BYTES: Final = 256 * 1024  # operations touching more than this run in a thread
+_FIRST_PINGS: Final = 4  # RTT samples taken when a link comes up (averaged)
+_SEEN_MAX: Final = 8192  # (source, msg_id) pairs a relay remembers to drop duplicates
+_MAX_ROUTE_DESTINATIONS: Final = 16  # per RouteRequest
 
 
 @dataclass
@@ -76,6 +89,13 @@ class NodeConfig:
     store_quota: int = 256 << 20  # bytes the worker's object store may hold
     default_lease: float = 600.0  # seconds an object lives unless its lease is renewed
     forward: bool | None = None  # relay envelopes addressed to other nodes (default: domains do)
+    peer_links: dict[str, dict[str, Any]] = field(default_factory=dict)  # url -> LinkOptions overrides
+    priors: Priors | None = None  # routing priors per network kind ([routing.priors])
+    route_tick: float = 1.0  # seconds between folding link health into the route table
+    hop_report_interval: float = 60.0  # seconds between refreshes of this node's HopReport
+    link_probe_interval: float = 300.0  # seconds between active probes of one link (0: never probe)
+    probe_bytes: int = 256 * 1024  # throughput sample of one probe
+    stream_max_bytes: int = 64 << 30  # largest stream this node accepts
 
 
 class Node:
@@ -91,11 +111,17 @@ class Node:
         def authorize(peer: NodeId) -> bool:
             return allow is None or peer in allow or peer in domain_ids
 
-        self.link_options = dataclasses.replace(config.link, authorize=authorize, role=config.role)
+        self._forwards = config.forward if config.forward is not None else config.role == "domain"
+        caps = tuple(config.link.capabilities) + (("relay",) if self._forwards else ())
+        self.link_options = dataclasses.replace(
+            config.link, authorize=authorize, role=config.role, capabilities=tuple(dict.fromkeys(caps))
+        )
+        self._authorize = authorize
         self.links: dict[NodeId, list[Link]] = {}
         self.peer_records: dict[NodeId, PeerRecord] = {}
         self.listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._keepers: set[asyncio.Future[Any]] = set()  # the redial loops of the domain and static peers
         self._control: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
         self.worker = Worker(
@@ -111,6 +137,10 @@ class Node:
             Offer: self._on_offer,
             Answer: self._on_signal,
             Candidate: self._on_signal,
+            HopReport: self._on_hop_report,
+            RouteRequest: self._on_route_request,
+            StreamData: self._on_stream_data,
+            StreamAck: self._on_stream_ack,
         }
         self._rtc_sessions: dict[str, Any] = {}  # session id -> QueueSignaller
         self.mdns: Any = None  # MdnsDiscovery when enabled
@@ -120,6 +150,24 @@ class Node:
         self.registered = asyncio.Event()  # set once a domain has answered our registration
         self._dialing: set[NodeId] = set()
         self.forwarded = 0
+        # routing: the table of hops, the policy, and the live links their ids name
+        self.router = Router(RouteTable(identity.node_id, config.priors or Priors()))
+        self._link_ids: dict[int, str] = {}  # id(link) -> link id
+        self._by_link_id: dict[str, Link] = {}
+        self._link_seq = 0
+        self._seen: OrderedDict[tuple[NodeId, int], None] = OrderedDict()
+        self.duplicates = 0
+        self.rerouted = 0
+        self.route_counts: Counter[str] = Counter()
+        self.route_generation = 0
+        self._route_changed = asyncio.Event()
+        self._hop_report_due = True
+        self._hop_report_sent = -math.inf
+        self._probed: dict[str, float] = {}
+        self._discovery_asked: dict[NodeId, float] = {}
+        from .stream import StreamService
+
+        self.streams = StreamService(self, state_dir / "streams", max_bytes=config.stream_max_bytes)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -135,11 +183,14 @@ class Node:
             urls = tuple(lst.url for lst in self.listeners)
             self.link_options = dataclasses.replace(self.link_options, listen=urls)
         for url in ([self.config.domain] if self.config.domain else []) + self.config.peers:
-            self._spawn(self._keep(url, is_domain=url == self.config.domain))
+            task = asyncio.ensure_future(self._keep(url, is_domain=url == self.config.domain))
+            self._keepers.add(task)
+            task.add_done_callback(self._keepers.discard)
         if self.config.mdns != "off":
             await self._start_mdns()
         if self.config.net_probe is not None:
             self._spawn(self._watch_network())
+        self._spawn(self._route_loop())
         await self._start_control()
         (self.state_dir / "node.json").write_text(
             json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
@@ -157,8 +208,13 @@ class Node:
     async def stop(self) -> None:
         if self.mdns is not None:
             await self.mdns.stop()  # goodbye packets first
-        # close every link before cancelling the tasks that serve them (a serve task's exit
-        # unregisters its link, which would hide it from this loop)
+        # stop redialling first (a keeper closes its link when cancelled), then close every
+        # other link before cancelling the tasks that serve them
+        for task in list(self._keepers):
+            task.cancel()
+        for task in list(self._keepers):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         for links in list(self.links.values()):
             for link in list(links):
                 await link.close(1001, "node stopping")
@@ -177,6 +233,7 @@ class Node:
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
+        self.streams.close()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -191,7 +248,11 @@ class Node:
 
     async def _keep(self, url: str, is_domain: bool) -> None:
         async def dial_once() -> Link:
-            return await dial(url, self.identity, self.link_options, ssl_context=self.config.client_tls)
+            opts = self.link_options
+            overrides = self.config.peer_links.get(url)
+            if overrides:
+                opts = dataclasses.replace(opts, **overrides)
+            return await dial(url, self.identity, opts, ssl_context=self.config.client_tls)
 
         async def on_link(link: Link) -> None:
             if is_domain:
@@ -205,8 +266,37 @@ class Node:
 
     async def _on_link(self, link: Link) -> None:
         self.links.setdefault(link.peer, []).append(link)
+        self._link_seq += 1
+        lid = f"{link.transport_kind}-{self._link_seq}"
+        self._link_ids[id(link)] = lid
+        self._by_link_id[lid] = link
+        hello = link.peer_hello
+        self.router.table.link_up(
+            lid,
+            link.peer,
+            transport=link.transport_kind,
+            address=link.transport.remote_address,
+            now=time.monotonic(),
+            local_kind=link.options.network_kind,
+            local_metered=link.options.metered,
+            local_cost_per_gb=link.options.cost_per_gb,
+            peer_kind=hello.network_kind,
+            peer_metered=hello.metered,
+            peer_relays=hello.role == "domain" or "relay" in hello.capabilities,
+        )
+        self._hop_report_due = True
         log.info("link up: %s over %s (%s, %s)", link.peer, link.transport_kind, link.codec, link.cipher)
         self._spawn(self._serve(link))
+        self._spawn(self._first_ping(link))
+
+    async def _first_ping(self, link: Link) -> None:
+        """Measure a new link's RTT at once (routing would otherwise rely on priors until the keepalive)."""
+        with contextlib.suppress(EdgeAgentError):
+            for i in range(_FIRST_PINGS):
+                await link.ping(timeout=5.0)
+                if i == 0 or i == _FIRST_PINGS - 1:
+                    self._hop_report_due = True
+                await asyncio.sleep(0.05)
 
     async def _serve(self, link: Link) -> None:
         try:
@@ -225,14 +315,21 @@ class Node:
                 peers.remove(link)
             if not peers:
                 self.links.pop(link.peer, None)
+            lid = self._link_ids.pop(id(link), None)
+            if lid is not None:
+                self._by_link_id.pop(lid, None)
+                self.router.table.link_down(lid, time.monotonic())
+                self._note_route_change()
+            self._hop_report_due = True
             log.info("link down: %s (%s)", link.peer, link.close_error)
 
     async def _dispatch(self, link: Link, env: Envelope) -> None:
         me = self.identity.node_id
-        if env.source != link.peer and link.peer not in self._domain_ids:
-            # only a domain relays for other nodes; everyone else speaks for itself
+        if env.source != link.peer and not self._may_relay_to_me(link):
+            # only a domain or an authorised relay carries others' messages; everyone else speaks for itself
             if env.reply_to is None:
-                await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, "only a domain may relay for others"), me))
+                reason = "only a domain or an authorised relay may carry messages for others"
+                await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, reason), me))
             return
         if env.reply_to is not None and env.reply_to in self._pending and env.destination in (None, me):
             fut = self._pending.pop(env.reply_to)
@@ -386,52 +483,404 @@ class Node:
                     return link
         raise NoRoute(f"no link to {peer} and no domain to reach it through")
 
-    async def request(self, peer: NodeId, body: Message, *, timeout: float = 10.0) -> Message:
-        """Send ``body`` to ``peer`` and wait for its reply (the Response or the reply body).
+    async def request(
+        self, peer: NodeId, body: Message, *, timeout: float = 10.0, traits: Traits | None = None
+    ) -> Message:
+        """Send ``body`` to ``peer`` over the best route and wait for its reply (the Response or the reply body).
 
         Raises ``RemoteError`` when the peer answers with an Error, ``RequestTimeout``
         after ``timeout`` seconds, ``NoRoute`` when no link leads there; cancelling the
         call forgets the request (a late reply is dropped).
         """
-        link = self.link_to(peer)
         env = Envelope(body, self.identity.node_id, destination=peer)
         fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[env.msg_id] = fut
+        link: Link | None = None
         try:
-            await link.send(env)
+            link = await self._send_env(env, traits or Traits("request"))
             async with asyncio.timeout(timeout):
                 reply = await fut
         except TimeoutError:
+            if link is not None:
+                self._route_failed(link)
             raise RequestTimeout(f"{type(body).__name__} to {peer}: no reply within {timeout}s") from None
         finally:
             self._pending.pop(env.msg_id, None)
+        if link is not None:
+            lid = self._link_ids.get(id(link))
+            if lid is not None:
+                self.router.table.record(lid, True, time.monotonic())
         if isinstance(reply.body, Error):
             raise RemoteError(reply.body.code, reply.body.reason)
         return reply.body
 
-    # -- forwarding (the domain is the intentional bottleneck between its devices) ---------
+    async def send(self, peer: NodeId, body: Message, traits: Traits | None = None) -> Choice | None:
+        """Send one message to ``peer`` over the route the policy picks for ``traits``; no reply awaited."""
+        env = Envelope(body, self.identity.node_id, destination=peer)
+        await self._send_env(env, traits or _traits_of(body))
+        return None
 
-    async def _forward(self, link: Link, env: Envelope) -> None:
-        forward = self.config.forward if self.config.forward is not None else self.config.role == "domain"
+    async def _send_env(self, env: Envelope, traits: Traits) -> Link:
+        """Pick the route for ``env``, attach it when it passes relays, send; returns the first link."""
         dst = env.destination
         assert dst is not None
+        choice = self.router.select(dst, traits, time.monotonic())
+        link, route, _, label = self._resolve_choice(dst, choice)
+        if route is not None:
+            env = dataclasses.replace(env, route=route)
+        self.route_counts[f"{traits.purpose}:{'relayed' if route is not None else 'direct'}"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s to %s via %s: %s", type(env.body).__name__, dst, label, choice.reason if choice else "")
+        try:
+            await link.send(env)
+        except LinkError:
+            self._route_failed(link)
+            raise
+        return link
+
+    def _resolve_choice(self, dst: NodeId, choice: Choice | None) -> tuple[Link, Route | None, Any, str]:
+        """The live link a choice starts on, the route to attach (None for one hop), a key and a label.
+
+        Without a choice (no route known) the message goes to the domain, which forwards.
+        """
+        if choice is not None:
+            link = self._by_link_id.get(choice.link_id)
+            if link is not None and not link.closed:
+                multi = len(choice.candidate.path) > 1
+                return link, choice.route() if multi else None, choice.candidate.key, choice.candidate.describe()
+        link = self.link_to(dst)
+        return link, None, ("fallback", id(link)), f"via {link.peer.short()} (no route known: the domain forwards)"
+
+    def _route_failed(self, link: Link) -> None:
+        lid = self._link_ids.get(id(link))
+        if lid is not None:
+            self.router.table.record(lid, False, time.monotonic())
+        self._note_route_change()
+
+    def _note_route_change(self) -> None:
+        self.route_generation += 1
+        self._route_changed.set()
+        self._route_changed = asyncio.Event()
+
+    async def wait_route_change(self, other: asyncio.Event) -> None:
+        """Wait until ``other`` is set or any route changes (a link went down, a route failed)."""
+        waits = [asyncio.ensure_future(other.wait()), asyncio.ensure_future(self._route_changed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def authorised(self, node: NodeId) -> bool:
+        """Whether ``node`` is authorised here (allow list, open mode, or a domain of this node)."""
+        return self._authorize(node)
+
+    def _may_relay_to_me(self, link: Link) -> bool:
+        return link.peer in self._domain_ids or (link.authorised and link.peer in self.router.table.relays)
+
+    async def send_stream(self, peer: NodeId, source: bytes | bytearray | memoryview | Path, **kwargs: Any) -> Any:
+        """Stream bytes or a file to ``peer`` over the best bulk route (see ``edgeagent.stream``)."""
+        return await self.streams.send(peer, source, **kwargs)
+
+    async def _on_stream_data(self, link: Link, env: Envelope) -> None:
+        await self.streams.on_data(link, env)
+
+    async def _on_stream_ack(self, link: Link, env: Envelope) -> None:
+        self.streams.on_ack(env)
+
+    # -- forwarding (domains always; devices that opted in while unmetered) ------------------
+
+    async def _forward(self, link: Link, env: Envelope) -> None:
+        dst = env.destination
+        assert dst is not None
+        me = self.identity.node_id
+        key = (env.source, env.msg_id)
+        if key in self._seen:
+            self.duplicates += 1  # the same message by two paths (or a loop): deliver it once
+            return
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_MAX:
+            self._seen.popitem(last=False)
         reason = ""
-        if not forward:
+        if not self._forwards:
             reason = "this node does not forward"
+        elif self.config.role != "domain" and not self.may_relay[0]:
+            reason = f"this node stopped relaying ({self.may_relay[1]})"
         elif not link.authorised:
             reason = "only authorised peers may send through this node"
         elif env.ttl <= 1:
             reason = "hop limit (ttl) reached"
-        targets = [t for t in self.links.get(dst, []) if t.authorised] if not reason else []
-        if not reason and not targets:
-            reason = f"no link to {dst}" if dst not in self.links else f"{dst} is not authorised here"
-        if reason:
+        elif env.route is not None and env.route.stops is not None and _loops(env.route, me):
+            reason = "the attached route loops through this node"
+        target: Link | None = None
+        if not reason:
+            target, why = self._next_hop(link, env)
+            if target is None:
+                reason = why
+        if reason or target is None:
             if env.reply_to is None and not isinstance(env.body, Error):
-                code = ErrorCode.NO_ROUTE if "no link" in reason or "ttl" in reason else ErrorCode.UNAUTHORIZED
-                await link.send(env.reply(Error(code, reason), self.identity.node_id))
+                no_route = reason.startswith(("no link", "hop limit", "the attached route loops"))
+                code = ErrorCode.NO_ROUTE if no_route else ErrorCode.UNAUTHORIZED
+                with contextlib.suppress(LinkError):
+                    await link.send(env.reply(Error(code, reason), me))
             return
         self.forwarded += 1
-        await targets[0].send(dataclasses.replace(env, ttl=env.ttl - 1))
+        try:
+            await target.send(dataclasses.replace(env, ttl=env.ttl - 1))
+        except LinkError:
+            self._route_failed(target)
+
+    def _next_hop(self, came_from: Link, env: Envelope) -> tuple[Link | None, str]:
+        """Where a relayed envelope goes next: its attached route, unless this node knows better."""
+        dst = env.destination
+        assert dst is not None
+        me = self.identity.node_id
+        now = time.monotonic()
+        traits = _traits_of(env.body)
+        cands = [
+            c
+            for c in self.router.table.candidates(dst, now, exclude_first=came_from.peer)
+            if (lk := self._by_link_id.get(c.link_id)) is not None and lk.authorised and not lk.closed
+        ]
+        want: NodeId | None = None
+        if env.route is not None and env.route.stops is not None:
+            want = next((h.dst for h in env.route.stops.hops if h.src == me), None)
+        own = self.router.policy.choose(cands, traits, now, None)
+        attached = rank([c for c in cands if c.path[0].dst == want], traits) if want is not None else []
+        if attached and not attached[0].dead:
+            chosen = attached[0]
+            if (
+                own is not None
+                and own.candidate.path[0].dst != want
+                and (own.candidate.cost_per_gb < chosen.cost_per_gb - 1e-9)
+            ):
+                self.rerouted += 1
+                log.info("re-routing %s for %s: %s", type(env.body).__name__, dst, own.reason)
+                chosen = own.candidate
+        elif own is not None:
+            chosen = own.candidate
+            if want is not None:
+                self.rerouted += 1
+                log.info(
+                    "re-routing %s for %s: attached hop to %s is down; %s",
+                    type(env.body).__name__,
+                    dst,
+                    want,
+                    own.reason,
+                )
+        else:
+            return None, f"no link to {dst}" if dst not in self.links else f"{dst} is not authorised here"
+        return self._by_link_id.get(chosen.link_id), ""
+
+    # -- route discovery ----------------------------------------------------------------------
+
+    async def _route_loop(self) -> None:
+        """Fold link health into the route table, refresh HopReports, expire learned hops, probe links."""
+        tick = self.config.route_tick
+        last_expire = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            table = self.router.table
+            for lid, link in list(self._by_link_id.items()):
+                st = link.stats
+                hop = table.local(lid)
+                bw = st.send_bps if hop is not None and st.send_bps > (hop.bandwidth_bps or 0.0) else None
+                table.observe(
+                    lid, now, rtt_ms=st.rtt_ms, failures=st.failures, bytes_sent=st.bytes_sent, bandwidth_bps=bw
+                )
+            if now - last_expire >= 10.0:
+                last_expire = now
+                table.expire(now)
+            report_due = self._hop_report_due or now - self._hop_report_sent >= self.config.hop_report_interval
+            if report_due and now - self._hop_report_sent >= min(1.0, tick):
+                self._hop_report_due = False
+                self._hop_report_sent = now
+                await self._send_hop_reports()
+            if self.config.link_probe_interval > 0:
+                self._maybe_probe(now)
+
+    def _relaying_now(self) -> bool:
+        return self._forwards and (self.config.role == "domain" or self.may_relay[0])
+
+    async def _send_hop_reports(self) -> None:
+        """Tell domains (and, when this node relays, its authorised neighbours) which hops leave here."""
+        table = self.router.table
+        hops = tuple(h.to_hop(table.priors) for h in table.local_hops())
+        relays = self._relaying_now()
+        report = HopReport(hops, relays=relays)
+        for peer, links in list(self.links.items()):
+            if not links:
+                continue
+            link = links[0]
+            is_domain = peer in self._domain_ids or link.peer_hello.role == "domain"
+            if self.config.role == "domain" or not link.authorised:
+                continue  # a domain answers RouteRequests instead of pushing its (large) view
+            if not is_domain and not relays:
+                continue
+            with contextlib.suppress(LinkError):
+                await link.send(Envelope(report, self.identity.node_id, destination=peer))
+
+    async def _on_hop_report(self, link: Link, env: Envelope) -> None:
+        report = env.body
+        assert isinstance(report, HopReport)
+        if env.source != link.peer or not link.authorised:
+            return  # a node reports only its own hops, first-hand
+        table = self.router.table
+        table.set_relay(env.source, report.relays)
+        own = [h for h in report.hops if h.src == env.source]
+        table.learn(own, time.monotonic(), learned_from=env.source, ttl_s=max(report.ttl_s, 1), replace=True)
+        self._note_route_change()
+
+    async def _on_route_request(self, link: Link, env: Envelope) -> None:
+        req = env.body
+        assert isinstance(req, RouteRequest)
+        me = self.identity.node_id
+        if len(req.destinations) > _MAX_ROUTE_DESTINATIONS:
+            reason = f"at most {_MAX_ROUTE_DESTINATIONS} destinations per RouteRequest"
+            await link.send(env.reply(Error(ErrorCode.BAD_REQUEST, reason), me))
+            return
+        purpose = req.purpose if req.purpose in ("request", "bulk", "stream", "pubsub") else "request"
+        traits = Traits(purpose, req.size_hint)  # type: ignore[arg-type]
+        now = time.monotonic()
+        routes: list[Route] = []
+        table = self.router.table
+        for d in req.destinations:
+            cands = table.routes_between(env.source, d, now, via_me=self._relaying_now())
+            for c in rank(cands, traits)[: max(1, min(req.max_routes, 16))]:
+                if not c.dead:
+                    routes.append(c.to_route(table.priors))
+        with contextlib.suppress(LinkError):
+            await link.send(env.reply(RouteReply(tuple(routes)), me))
+
+    async def discover_routes(
+        self, dst: NodeId, *, purpose: str = "request", size: int = 0, timeout: float = 5.0
+    ) -> int:
+        """Ask the domains (or, without one, the relays this node links to) for routes to ``dst``.
+
+        Returns how many suggested routes were taken into the table. At most one
+        round of questions per destination every 5 seconds.
+        """
+        now = time.monotonic()
+        if now - self._discovery_asked.get(dst, -math.inf) < 5.0:
+            return 0
+        self._discovery_asked[dst] = now
+        askers = [p for p in self._domain_ids if p in self.links] or [
+            p for p in self.router.table.relays if p in self.links and p != dst
+        ]
+        taken = 0
+        for peer in askers[:4]:
+            try:
+                reply = await self.request(peer, RouteRequest((dst,), purpose, size), timeout=timeout)
+            except EdgeAgentError as exc:
+                log.info("route request to %s failed: %s", peer, exc)
+                continue
+            if isinstance(reply, RouteReply):
+                for route in reply.routes:
+                    taken += self.router.table.suggest(route, time.monotonic())
+        if taken:
+            self._note_route_change()
+        return taken
+
+    def _maybe_probe(self, now: float) -> None:
+        """Start at most one active probe per tick, on the link measured longest ago (never on metered links)."""
+        if any(t > now for t in self._probed.values()):
+            return  # a probe is running (its entry is set in the future until it ends)
+        due = None
+        for lid, link in self._by_link_id.items():
+            hop = self.router.table.local(lid)
+            if hop is None or hop.metered or link.closed:
+                continue
+            last = self._probed.get(lid, -math.inf)
+            older = due is None or last < self._probed.get(due, -math.inf)
+            if now - last >= self.config.link_probe_interval and older:
+                due = lid
+        if due is not None:
+            self._probed[due] = now + 60.0
+            self._spawn(self._probe(due))
+
+    async def _probe(self, lid: str) -> None:
+        link = self._by_link_id.get(lid)
+        try:
+            if link is None:
+                return
+            rtt, bw = await link.probe(self.config.probe_bytes, timeout=10.0)
+            self.router.table.observe(lid, time.monotonic(), bandwidth_bps=bw)
+            log.debug("probe %s: rtt %.2f ms, %.1f MB/s", lid, rtt, bw / 1e6)
+        except EdgeAgentError as exc:
+            log.info("probe of %s failed: %s", lid, exc)
+        finally:
+            if lid in self._by_link_id:
+                self._probed[lid] = time.monotonic()
+            else:
+                self._probed.pop(lid, None)
+
+    def routes_json(self) -> dict[str, Any]:
+        """The route table, its measured figures and the current choice per destination."""
+        table = self.router.table
+        now = time.monotonic()
+        priors = table.priors
+        hops = []
+        for h in table.hops():
+            hops.append(
+                {
+                    "from": str(h.src),
+                    "to": str(h.dst),
+                    "link": h.link_id,
+                    "transport": h.transport,
+                    "network_kind": h.network_kind,
+                    "metered": h.metered,
+                    "cost_per_gb": h.cost_per_gb,
+                    "rtt_ms": None if h.rtt_ms is None else round(h.rtt_ms, 3),
+                    "expected_rtt_ms": round(h.expected_rtt_ms(priors), 3),
+                    "bandwidth_bps": None if h.bandwidth_bps is None else round(h.bandwidth_bps),
+                    "expected_bandwidth_bps": round(h.expected_bandwidth(priors)),
+                    "health": round(h.health(now), 3),
+                    "failures": h.failures,
+                    "dead": h.dead(now),
+                    "bytes_sent": h.bytes_sent,
+                    "learned_from": None if h.learned_from is None else str(h.learned_from),
+                    "expires_in_s": None if h.expires == math.inf else round(h.expires - now, 1),
+                }
+            )
+        choices = []
+        dests = sorted(table.destinations() - {self.identity.node_id})
+        for dst in dests[:1000]:
+            for purpose in ("request", "bulk"):
+                ch = self.router.policy.choose(
+                    table.candidates(dst, now), Traits(purpose, 32 << 20 if purpose == "bulk" else 0), now, None
+                )
+                if ch is not None:
+                    c = ch.candidate
+                    choices.append(
+                        {
+                            "destination": str(dst),
+                            "purpose": purpose,
+                            "path": [str(h.dst) for h in c.path],
+                            "via": c.describe(),
+                            "latency_ms": round(c.latency_ms, 3),
+                            "bandwidth_bps": round(c.bandwidth_bps),
+                            "cost_per_gb": c.cost_per_gb,
+                            "metered": c.metered,
+                            "health": round(c.health, 3),
+                            "reason": ch.reason,
+                            "alternatives": ch.considered,
+                        }
+                    )
+        return {
+            "node_id": str(self.identity.node_id),
+            "hops": hops,
+            "choices": choices,
+            "relays": sorted(str(r) for r in table.relays),
+            "counters": {
+                "selections": self.router.selections,
+                "route_changes": self.router.changes,
+                "forwarded": self.forwarded,
+                "rerouted": self.rerouted,
+                "duplicates_dropped": self.duplicates,
+                "sent": dict(self.route_counts),
+            },
+        }
 
     # -- WebRTC -------------------------------------------------------------------------------
 
@@ -602,6 +1051,13 @@ class Node:
             "bytes_sent_total": sent,
             "bytes_received_total": received,
             "payloads": [],
+            "streams": [s.to_json() for s in self.streams.inbound.values()],
+            "routing": {
+                "hops": len(self.router.table),
+                "forwarded": self.forwarded,
+                "rerouted": self.rerouted,
+                "duplicates_dropped": self.duplicates,
+            },
             "network": None
             if self.network is None
             else {**self.network.to_json(), "may_relay": self.may_relay[0], "relay_reason": self.may_relay[1]},
@@ -630,6 +1086,8 @@ class Node:
             cmd = request.get("cmd")
             if cmd == "status":
                 reply: dict[str, Any] = {"ok": True, "status": self.status()}
+            elif cmd == "routes":
+                reply = {"ok": True, "routes": self.routes_json()}
             elif cmd == "peers":
                 reply = {"ok": True, "peers": [self._peer_json(r) for r in self.peer_records.values()]}
             else:
@@ -652,6 +1110,21 @@ class Node:
             "metered": rec.metered,
             "lan_group": rec.lan_group,
         }
+
+
+def _traits_of(body: Message) -> Traits:
+    """What a message needs from its route when the sender did not say."""
+    if isinstance(body, StreamData):
+        return Traits("stream", max(len(body.data), body.size - body.offset))
+    if isinstance(body, Chunk):
+        return Traits("bulk", len(body.data))
+    return Traits("request")
+
+
+def _loops(route: Route, me: NodeId) -> bool:
+    """True when the route's hops leave ``me`` more than once."""
+    assert route.stops is not None
+    return sum(1 for h in route.stops.hops if h.src == me) > 1
 
 
 def _lan_group(remote_address: str) -> str:

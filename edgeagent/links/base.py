@@ -81,8 +81,10 @@ class LinkStats:
         return self.cost_per_gb / 1e9
 
     def add_rtt(self, ms: float) -> None:
-        self.rtt_ms = ms if self.rtt_ms is None else (1 - RTT_ALPHA) * self.rtt_ms + RTT_ALPHA * ms
+        # the first samples are averaged (alpha 1/n) so one slow first ping does not linger
         self.rtt_samples += 1
+        alpha = max(RTT_ALPHA, 1.0 / self.rtt_samples)
+        self.rtt_ms = ms if self.rtt_ms is None else (1 - alpha) * self.rtt_ms + alpha * ms
 
     def add_rates(self, sent: int, received: int, seconds: float) -> None:
         if seconds <= 0:

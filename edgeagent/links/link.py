@@ -131,6 +131,7 @@ class Link(Connection):
         self._granting: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self._pings: dict[int, tuple[float, asyncio.Future[float] | None]] = {}
+        self._padded: set[int] = set()  # throughput-probe nonces: their round trips are not RTT samples
         self._control: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         self.close_error: LinkError | None = None
@@ -218,13 +219,19 @@ class Link(Connection):
         self._control.add(task)
         task.add_done_callback(self._control.discard)
 
-    async def ping(self, timeout: float = 5.0) -> float:
-        """Round-trip time to the peer in milliseconds (also feeds the RTT EWMA)."""
+    async def ping(self, timeout: float = 5.0, *, padding: int = 0) -> float:
+        """Round-trip time to the peer in milliseconds.
+
+        A plain ping feeds the RTT EWMA; one with ``padding`` filler bytes (a
+        throughput probe) does not, since its time includes the transfer.
+        """
         nonce = secrets.randbits(64)
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[nonce] = (time.monotonic(), fut)
+        if padding:
+            self._padded.add(nonce)
         try:
-            await self.send(Envelope(Ping(nonce), self.local, destination=self.peer))
+            await self.send(Envelope(Ping(nonce, bytes(padding)), self.local, destination=self.peer))
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
@@ -232,6 +239,17 @@ class Link(Connection):
             raise LinkTimeout(f"no Pong from {self.peer} within {timeout}s") from None
         finally:
             self._pings.pop(nonce, None)
+            self._padded.discard(nonce)
+
+    async def probe(self, sample_bytes: int = 256 * 1024, timeout: float = 10.0) -> tuple[float, float]:
+        """Measure the link: (RTT in ms, throughput in bytes/s from one padded round trip).
+
+        The throughput is ``sample_bytes`` over the extra time the padded ping
+        took beyond a plain one (at least 1 us), a lower bound of the capacity.
+        """
+        rtt = await self.ping(timeout)
+        big = await self.ping(timeout, padding=sample_bytes)
+        return rtt, sample_bytes / max((big - rtt) / 1000.0, 1e-6)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -294,7 +312,8 @@ class Link(Connection):
             entry = self._pings.pop(body.nonce, None)
             if entry is not None:
                 ms = (time.monotonic() - entry[0]) * 1000
-                self.stats.add_rtt(ms)
+                if body.nonce not in self._padded:
+                    self.stats.add_rtt(ms)
                 self.stats.failures = 0
                 if entry[1] is not None and not entry[1].done():
                     entry[1].set_result(ms)
@@ -357,9 +376,7 @@ class Link(Connection):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._shutdown(LinkClosed(f"link to {self.peer} closed locally"), code=code, reason=reason)
 
-    async def _shutdown(
-        self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True
-    ) -> None:
+    async def _shutdown(self, error: LinkError, code: int = 1000, reason: str = "", send_close: bool = True) -> None:
         if self.closed:
             return
         self._closed.set()

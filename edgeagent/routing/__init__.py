@@ -1,0 +1,27 @@
+"""Routes: discovered, measured, chosen per message (DESIGN s.3).
+
+Pure: nothing here does I/O, sleeps or reads a clock; callers pass ``now``.
+``edgeagent.node`` feeds link events and measurements in and sends along the
+routes chosen here.
+"""
+
+from .policy import Choice, DefaultPolicy, Policy, Purpose, Router, Traits, rank
+from .priors import Priors
+from .table import BroadcastRoute, Candidate, HopState, RouteTable, SoloRoute, hop_kind
+
+__all__ = [
+    "BroadcastRoute",
+    "Candidate",
+    "Choice",
+    "DefaultPolicy",
+    "HopState",
+    "Policy",
+    "Priors",
+    "Purpose",
+    "RouteTable",
+    "Router",
+    "SoloRoute",
+    "Traits",
+    "hop_kind",
+    "rank",
+]

@@ -1,0 +1,351 @@
+"""Streams: an ordered, acknowledged byte stream to one node over the best route, surviving route changes.
+
+The sender keeps at most ``window`` unacknowledged bytes in flight and reads
+them again from its source when it must resend, so memory stays bounded
+whatever the size. The receiver writes bytes in order to
+``<state>/streams/<name>.part`` and acknowledges every ``ack_every`` bytes;
+data past a gap (frames lost with a dead relay) is dropped and answered with
+a ``gap`` ack, and the sender goes back to the acknowledged offset on
+whatever route the routing policy now picks (go-back-N: a route change costs
+at most one window of resent bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from .exceptions import EdgeAgentError, LinkError, NoRoute, RemoteError
+from .routing import Traits
+from .wire import Envelope, ErrorCode, NodeId, StreamAck, StreamData
+
+if TYPE_CHECKING:
+    from .links.link import Link
+    from .node import Node
+
+__all__ = ["InboundStream", "StreamResult", "StreamService"]
+
+log = logging.getLogger(__name__)
+DEFAULT_CHUNK: Final = 256 * 1024
+DEFAULT_WINDOW: Final = 8 << 20
+ACK_EVERY: Final = 1 << 20
+MAX_INBOUND: Final = 16
+_NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class StreamResult:
+    """What a finished stream did: its id, size, time, the routes it used and the bytes it resent."""
+
+    stream_id: bytes
+    size: int
+    seconds: float
+    routes: list[str]
+    resent_bytes: int
+    route_changes: int
+
+
+@dataclass
+class _Outbound:
+    size: int
+    acked: int = 0
+    gap: bool = False
+    complete: bool = False
+    error: str = ""
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class InboundStream:
+    """A stream being received (or received): where it is written and how far it got."""
+
+    source: NodeId
+    stream_id: bytes
+    size: int
+    name: str
+    part: Path
+    path: Path | None = None
+    expected: int = 0
+    acked: int = 0
+    gap_acked_at: int = -1
+    complete: bool = False
+    fd: int | None = None
+    started: float = 0.0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.stream_id.hex(),
+            "source": str(self.source),
+            "size": self.size,
+            "have_bytes": self.expected,
+            "complete": self.complete,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.digest.hexdigest() if self.complete else None,
+        }
+
+
+class StreamService:
+    """Sends and receives streams for one Node (the Node routes the frames)."""
+
+    def __init__(self, node: Node, directory: Path, *, max_bytes: int = 64 << 30) -> None:
+        self.node = node
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._out: dict[bytes, _Outbound] = {}
+        self.inbound: dict[tuple[NodeId, bytes], InboundStream] = {}
+        self.on_complete: Callable[[InboundStream], None] | None = None
+        self.completed = asyncio.Condition()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        peer: NodeId,
+        source: bytes | bytearray | memoryview | Path,
+        *,
+        name: str = "",
+        chunk: int = DEFAULT_CHUNK,
+        window: int = DEFAULT_WINDOW,
+        deadline_s: float | None = None,
+        rate_bps: float | None = None,
+        stall_timeout: float = 5.0,
+        max_stalls: int = 6,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> StreamResult:
+        """Stream ``source`` (bytes or a file) to ``peer``; returns when the peer has stored all of it.
+
+        ``rate_bps`` paces the sender (a phone's upload cap); ``deadline_s`` is
+        handed to the routing policy. Raises ``RemoteError`` if the peer refuses,
+        ``NoRoute`` if no route is left, ``EdgeAgentError`` after ``max_stalls``
+        consecutive windows without progress.
+        """
+        node = self.node
+        if isinstance(source, Path):
+            fh: Any = source.open("rb")
+            size = os.fstat(fh.fileno()).st_size
+            if not name:
+                name = source.name
+
+            def read(off: int, n: int) -> bytes:
+                return os.pread(fh.fileno(), n, off)
+        else:
+            fh = None
+            view = memoryview(source).cast("B")
+            size = len(view)
+
+            def read(off: int, n: int) -> bytes:
+                return bytes(view[off : off + n])
+
+        sid = secrets.token_bytes(16)
+        st = _Outbound(size)
+        self._out[sid] = st
+        t0 = time.monotonic()
+        routes: list[str] = []
+        route_key: Any = None
+        sent = 0
+        resent = 0
+        high = 0
+        stalls = 0
+        changes = 0
+        pace_t = t0
+        reported = 0
+        try:
+            while not st.complete:
+                if st.error:
+                    raise RemoteError(ErrorCode.BAD_REQUEST, f"stream refused by {peer}: {st.error}")
+                now = time.monotonic()
+                choice = node.router.select(peer, Traits("stream", size - st.acked, deadline_s), now)
+                link, route, key, label = node._resolve_choice(peer, choice)
+                if key != route_key:
+                    if route_key is not None:
+                        changes += 1
+                        log.info(
+                            "stream %s to %s: route now %s (%s)", sid.hex()[:8], peer, label, choice and choice.reason
+                        )
+                        sent = st.acked  # go back: frames in flight on the old route may be lost
+                    route_key = key
+                    routes.append(label)
+                if st.gap:
+                    st.gap = False
+                    sent = st.acked
+                st.event.clear()
+                failed = False
+                while sent < size and sent - st.acked < window and not st.gap:
+                    n = min(chunk, size - sent)
+                    body = StreamData(sid, sent, size, name if sent == 0 else "", sent + n == size, read(sent, n))
+                    env = Envelope(body, node.identity.node_id, destination=peer, route=route)
+                    try:
+                        async with asyncio.timeout(stall_timeout):
+                            await link.send(env)
+                    except (LinkError, TimeoutError) as exc:
+                        log.info("stream %s: send on %s failed: %s", sid.hex()[:8], label, exc)
+                        node._route_failed(link)
+                        failed = True
+                        break
+                    if progress is not None and st.acked != reported:
+                        reported = st.acked
+                        progress(reported, size)
+                    if sent < high:
+                        resent += n
+                    sent += n
+                    high = max(high, sent)
+                    if rate_bps:
+                        pace_t += n / rate_bps
+                        delay = pace_t - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        else:
+                            pace_t = time.monotonic()
+                if failed:
+                    sent = st.acked
+                    continue
+                if st.complete:
+                    break
+                before = st.acked
+                gen = node.route_generation
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(stall_timeout):
+                        while not st.event.is_set() and node.route_generation == gen:
+                            await node.wait_route_change(st.event)
+                if progress is not None and st.acked != reported:
+                    reported = st.acked
+                    progress(reported, size)
+                if st.acked > before or st.complete or st.gap or node.route_generation != gen:
+                    stalls = 0
+                    continue
+                stalls += 1
+                node._route_failed(link)
+                sent = st.acked
+                if stalls >= max_stalls:
+                    raise EdgeAgentError(
+                        f"stream to {peer} made no progress in {stalls} windows of {stall_timeout}s "
+                        f"({st.acked} of {size} bytes acknowledged)"
+                    )
+        finally:
+            self._out.pop(sid, None)
+            if fh is not None:
+                fh.close()
+        return StreamResult(sid, size, time.monotonic() - t0, routes, resent, changes)
+
+    def on_ack(self, env: Envelope) -> None:
+        ack = env.body
+        assert isinstance(ack, StreamAck)
+        st = self._out.get(ack.stream_id)
+        if st is None:
+            return
+        if ack.error:
+            st.error = ack.error
+        if ack.offset > st.acked:
+            st.acked = min(ack.offset, st.size)
+        if ack.gap:
+            st.gap = True
+        if ack.complete and ack.offset >= st.size:
+            st.complete = True
+        st.event.set()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def on_data(self, link: Link, env: Envelope) -> None:
+        data = env.body
+        assert isinstance(data, StreamData)
+        key = (env.source, data.stream_id)
+        ins = self.inbound.get(key)
+        if ins is None:
+            refusal = self._refuse_new(env, data)
+            if refusal:
+                await self._ack(env, data.stream_id, 0, error=refusal)
+                return
+            ins = self._open(env.source, data)
+        if ins.complete:
+            await self._ack(env, data.stream_id, ins.size, complete=True)
+            return
+        end = data.offset + len(data.data)
+        if end > ins.size or data.size != ins.size:
+            await self._ack(env, data.stream_id, ins.expected, error="frame beyond the stream's size")
+            return
+        if data.offset > ins.expected:  # a gap: frames were lost on a dead route
+            if ins.gap_acked_at != ins.expected:
+                ins.gap_acked_at = ins.expected
+                await self._ack(env, data.stream_id, ins.expected, gap=True)
+            return
+        if end <= ins.expected:  # a duplicate (resent after a route change)
+            if data.fin or end == ins.expected:
+                await self._ack(env, data.stream_id, ins.expected)
+            return
+        part = memoryview(data.data)[ins.expected - data.offset :]
+        assert ins.fd is not None
+        os.pwrite(ins.fd, part, ins.expected)
+        ins.digest.update(part)
+        ins.expected = end
+        if ins.expected == ins.size:
+            await self._finish(ins)
+            await self._ack(env, data.stream_id, ins.size, complete=True)
+        elif ins.expected - ins.acked >= ACK_EVERY:
+            ins.acked = ins.expected
+            await self._ack(env, data.stream_id, ins.expected)
+
+    def _refuse_new(self, env: Envelope, data: StreamData) -> str:
+        if not self.node.authorised(env.source):
+            return f"{env.source} is not authorised to stream here"
+        if data.offset != 0:
+            return "unknown stream (this node restarted?); start again"
+        if sum(1 for s in self.inbound.values() if not s.complete) >= MAX_INBOUND:
+            return "too many streams in progress"
+        if data.size > self.max_bytes:
+            return f"stream of {data.size} bytes exceeds this node's limit of {self.max_bytes}"
+        return ""
+
+    def _open(self, source: NodeId, data: StreamData) -> InboundStream:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        base = _NAME_OK.sub("_", os.path.basename(data.name)).strip("._") or data.stream_id.hex()
+        part = self.directory / f".{data.stream_id.hex()}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        ins = InboundStream(source, data.stream_id, data.size, base[:128], part, fd=fd, started=time.monotonic())
+        self.inbound[(source, data.stream_id)] = ins
+        # keep the record of finished streams bounded
+        done = [k for k, s in self.inbound.items() if s.complete]
+        for k in done[: max(0, len(done) - 256)]:
+            del self.inbound[k]
+        return ins
+
+    async def _finish(self, ins: InboundStream) -> None:
+        assert ins.fd is not None
+        os.close(ins.fd)
+        ins.fd = None
+        final = self.directory / ins.name
+        n = 1
+        while final.exists():
+            final = self.directory / f"{ins.name}.{n}"
+            n += 1
+        os.replace(ins.part, final)
+        ins.path = final
+        ins.complete = True
+        log.info("stream %s from %s complete: %d bytes -> %s", ins.stream_id.hex()[:8], ins.source, ins.size, final)
+        if self.on_complete is not None:
+            self.on_complete(ins)
+        async with self.completed:
+            self.completed.notify_all()
+
+    async def _ack(
+        self, env: Envelope, sid: bytes, offset: int, *, gap: bool = False, complete: bool = False, error: str = ""
+    ) -> None:
+        ack = StreamAck(sid, offset, gap, complete, error)
+        with contextlib.suppress(LinkError, NoRoute):
+            await self.node.send(env.source, ack, Traits("request"))
+
+    def close(self) -> None:
+        for ins in self.inbound.values():
+            if ins.fd is not None:
+                os.close(ins.fd)
+                ins.fd = None
