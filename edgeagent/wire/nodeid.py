@@ -69,8 +69,7 @@ class NodeId:
         raw = bytes(raw)
         if len(raw) != NODE_ID_LEN or raw[: len(_PREFIX)] != _PREFIX:
             raise DecodeError(
-                f"not an Ed25519 NodeId: expected {NODE_ID_LEN} bytes starting "
-                f"{_PREFIX.hex()}, got {len(raw)} bytes"
+                f"not an Ed25519 NodeId: expected {NODE_ID_LEN} bytes starting {_PREFIX.hex()}, got {len(raw)} bytes"
             )
         object.__setattr__(self, "_bytes", raw)
 

@@ -19,7 +19,7 @@ __all__ = ["render_all", "snake"]
 
 PACKAGE = "edgeagent.v1"
 
-_COMMON = '''// A dynamically typed value (operation arguments, results, hyper-parameters).
+_COMMON = """// A dynamically typed value (operation arguments, results, hyper-parameters).
 // CBOR carries these natively; object references use CBOR tag 39.
 message Value {
   oneof kind {
@@ -57,7 +57,7 @@ message Tensor {
   repeated uint64 shape = 2;
   bytes data = 3;
 }
-'''
+"""
 
 
 def snake(name: str) -> str:
