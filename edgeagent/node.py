@@ -163,6 +163,7 @@ class Node:
         self._route_changed = asyncio.Event()
         self._hop_report_due = True
         self._hop_report_sent = -math.inf
+        self._told_relaying = False
         self._probed: dict[str, float] = {}
         self._discovery_asked: dict[NodeId, float] = {}
         from .stream import StreamService
@@ -357,7 +358,10 @@ class Node:
         change = self._net_watcher.update(info)
         self.network = info
         conditions = self.config.run_conditions or RunConditions()
+        was = self.may_relay[0]
         self.may_relay = conditions.may_relay(info)
+        if self.may_relay[0] != was:
+            self._hop_report_due = True  # neighbours route through relays: tell them at once
         if change is None:
             return False
         self.link_options = dataclasses.replace(
@@ -716,10 +720,11 @@ class Node:
             is_domain = peer in self._domain_ids or link.peer_hello.role == "domain"
             if self.config.role == "domain" or not link.authorised:
                 continue  # a domain answers RouteRequests instead of pushing its (large) view
-            if not is_domain and not relays:
+            if not is_domain and not relays and not self._told_relaying:
                 continue
             with contextlib.suppress(LinkError):
                 await link.send(Envelope(report, self.identity.node_id, destination=peer))
+        self._told_relaying = relays  # a relay that stops tells its neighbours once more
 
     async def _on_hop_report(self, link: Link, env: Envelope) -> None:
         report = env.body
