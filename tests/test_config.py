@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from edgeagent.config import DiscoveryConfig, LinkConfig, load_config
+from edgeagent.config import DiscoveryConfig, LinkConfig, RoutingConfig, load_config
 from edgeagent.exceptions import ConfigError
+from edgeagent.routing import Priors
 from edgeagent.wire import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +24,20 @@ def test_example_config_is_valid_and_says_the_defaults() -> None:
     assert cfg.limits == Limits()
     assert cfg.link == LinkConfig()
     assert cfg.discovery == DiscoveryConfig()
+    # [routing]: the documented priors are the built-in defaults
+    assert Priors.from_config(cfg.routing.priors) == Priors()
+    assert dataclasses.replace(cfg.routing, priors={}) == RoutingConfig()
+
+
+def test_routing_peer_marks(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(
+        '[routing]\nrelay = true\n[routing.peers."ws://10.0.0.2:7400"]\nnetwork = "cellular"\nmetered = true\n'
+        "cost_per_gb = 2\n"
+    )
+    cfg = load_config(p).routing
+    assert cfg.relay is True
+    assert cfg.peers == {"ws://10.0.0.2:7400": {"network_kind": "cellular", "metered": True, "cost_per_gb": 2.0}}
 
 
 def test_values_are_applied(tmp_path: Path) -> None:
@@ -45,6 +61,13 @@ def test_values_are_applied(tmp_path: Path) -> None:
         ("[link]\nspeed = 1\n", "unknown key link.speed"),
         ("[discovery]\npeers = ['http://x']\n", "ws:// or wss://"),
         ("[discovery]\nmdns = 'on'\n", "discovery.mdns"),
+        ("[routing]\nrelay = 'yes'\n", "routing.relay"),
+        ("[routing]\nprobe_bytes = 10\n", "probe_bytes"),
+        ("[routing]\nhops = 1\n", "unknown key routing.hops"),
+        ("[routing.priors]\nspeed = 1\n", "unknown key 'speed'"),
+        ("[routing.priors.rtt_ms]\nsatellite = 600\n", "unknown network kind"),
+        ("[routing.priors.rtt_ms]\nwifi = -1\n", "non-negative"),
+        ('[routing.peers."ws://x"]\nnetwork = "5g"\n', "is not valid"),
     ],
 )
 def test_bad_configs(tmp_path: Path, text: str, match: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from edgeagent.links.base import LinkOptions
 from edgeagent.node import Node, NodeConfig
 from edgeagent.routing import Traits
 from edgeagent.wire import NodeId, ObjectMessage, Response
-from tests.procs import ProcGroup, free_port, status
+from tests.procs import ProcGroup, cli, free_port, status
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +108,19 @@ async def test_request_direct_bulk_via_relay_then_failover(tmp_path: Path) -> No
 
             await _until(stored, 15, "C to hold the whole stream")
             path = next(s["path"] for s in status(c.info["state"])["streams"] if s["sha256"] == digest)
-            assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+            assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest  # noqa: ASYNC240
+
+            # `edgeagent routes` on C: its hops with figures, a choice per destination with its reason
+            run = cli("routes", "--state", c.info["state"], "--json")
+            assert run.returncode == 0, run.stderr
+            rt = json.loads(run.stdout)
+            assert rt["node_id"] == c.node_id
+            to_a = [h for h in rt["hops"] if h["link"] and h["to"] == str(a.identity.node_id)]
+            assert to_a and to_a[0]["rtt_ms"] is not None and not to_a[0]["dead"]
+            assert any(ch["destination"] == str(a.identity.node_id) and ch["reason"] for ch in rt["choices"])
+            text = cli("routes", "--state", c.info["state"])
+            assert text.returncode == 0 and "hops known" in text.stdout and "[request]" in text.stdout
+            bad = cli("routes", "--state", str(tmp_path / "nobody"))
+            assert bad.returncode == 1 and "no node is running" in bad.stderr
         finally:
             await a.stop()
