@@ -34,21 +34,25 @@ from .wire import (
     Answer,
     Candidate,
     Chunk,
+    ChunkRequest,
     Envelope,
     Error,
     ErrorCode,
+    Have,
     HopReport,
     Message,
     NodeId,
     Offer,
     PeerList,
     PeerRecord,
+    Progress,
     Response,
     Route,
     RouteReply,
     RouteRequest,
     StreamAck,
     StreamData,
+    TreeAssign,
 )
 from .worker import WORKER_MESSAGES, ObjectStore, Permissions, Worker
 
@@ -59,6 +63,7 @@ CONTROL_SOCKET: Final = "control.sock"
 _MAX_CONTROL_REQUEST: Final = 64 * 1024
 _MAX_WORKER_TASKS: Final = 32
 _INLINE_WORK_BYTES: Final = 256 * 1024  # operations touching more than this run in a thread
+_Handler = Callable[[Link, Envelope], Awaitable[None]]
 _FIRST_PINGS: Final = 4  # RTT samples taken when a link comes up (averaged)
 _SEEN_MAX: Final = 8192  # (source, msg_id) pairs a relay remembers to drop duplicates
 _MAX_ROUTE_DESTINATIONS: Final = 16  # per RouteRequest
@@ -96,6 +101,7 @@ class NodeConfig:
     link_probe_interval: float = 300.0  # seconds between active probes of one link (0: never probe)
     probe_bytes: int = 256 * 1024  # throughput sample of one probe
     stream_max_bytes: int = 64 << 30  # largest stream this node accepts
+    payload_quota: int | None = None  # bytes the payload store may hold (None: no limit)
 
 
 class Node:
@@ -107,9 +113,10 @@ class Node:
         allow = config.allow
         domain_ids: set[NodeId] = set()
         self._domain_ids = domain_ids
+        payload_peers: set[NodeId] = set()  # parents and children a payload's planner named
 
         def authorize(peer: NodeId) -> bool:
-            return allow is None or peer in allow or peer in domain_ids
+            return allow is None or peer in allow or peer in domain_ids or peer in payload_peers
 
         self._forwards = config.forward if config.forward is not None else config.role == "domain"
         caps = tuple(config.link.capabilities) + (("relay",) if self._forwards else ())
@@ -169,6 +176,19 @@ class Node:
         from .stream import StreamService
 
         self.streams = StreamService(self, state_dir / "streams", max_bytes=config.stream_max_bytes)
+        from .payload import PayloadService
+
+        self.payloads = PayloadService(self, state_dir / "payloads", quota_bytes=config.payload_quota)
+        self.payloads.peers = payload_peers
+        self.handlers.update(
+            {
+                TreeAssign: self._guard(self.payloads.on_assign),
+                Chunk: self._guard(self.payloads.on_chunk),
+                ChunkRequest: self._guard(self.payloads.on_chunk_request),
+                Have: self._guard(self.payloads.on_have),
+                Progress: self._guard(self.payloads.on_progress),
+            }
+        )
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -235,6 +255,7 @@ class Node:
             if not fut.done():
                 fut.cancel()
         self.streams.close()
+        self.payloads.close()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -289,6 +310,7 @@ class Node:
         log.info("link up: %s over %s (%s, %s)", link.peer, link.transport_kind, link.codec, link.cipher)
         self._spawn(self._serve(link))
         self._spawn(self._first_ping(link))
+        self.payloads.on_link_up(link.peer)
 
     async def _first_ping(self, link: Link) -> None:
         """Measure a new link's RTT at once (routing would otherwise rely on priors until the keepalive)."""
@@ -316,6 +338,8 @@ class Node:
                 peers.remove(link)
             if not peers:
                 self.links.pop(link.peer, None)
+                if not self._stopped.is_set():
+                    self.payloads.on_link_down(link.peer)
             lid = self._link_ids.pop(id(link), None)
             if lid is not None:
                 self._by_link_id.pop(lid, None)
@@ -551,7 +575,8 @@ class Node:
             link = self._by_link_id.get(choice.link_id)
             if link is not None and not link.closed:
                 multi = len(choice.candidate.path) > 1
-                return link, choice.route() if multi else None, choice.candidate.key, choice.candidate.describe()
+                route = choice.route(self.router.table.priors) if multi else None
+                return link, route, choice.candidate.key, choice.candidate.describe()
         link = self.link_to(dst)
         return link, None, ("fallback", id(link)), f"via {link.peer.short()} (no route known: the domain forwards)"
 
@@ -574,6 +599,49 @@ class Node:
         finally:
             for w in waits:
                 w.cancel()
+
+    async def ensure_link(self, peer: NodeId, addresses: tuple[str, ...] = (), timeout: float = 10.0) -> Link:
+        """A link to ``peer``: an existing one, or a new one dialled at ``addresses`` (or its record's)."""
+        for link in self.links.get(peer, []):
+            if not link.closed:
+                return link
+        rec = self.peer_records.get(peer)
+        urls = list(addresses) or (list(rec.addresses) if rec else [])
+        errors = []
+        for url in urls:
+            try:
+                async with asyncio.timeout(timeout):
+                    link = await dial(
+                        url, self.identity, self.link_options, expected_peer=peer, ssl_context=self.config.client_tls
+                    )
+            except (EdgeAgentError, TimeoutError) as exc:
+                errors.append(f"{url}: {exc or 'timed out'}")
+                continue
+            for existing in self.links.get(peer, []):  # lost a race with another dial: keep one
+                if not existing.closed:
+                    await link.close(1000, "duplicate link")
+                    return existing
+            await self._on_link(link)
+            return link
+        raise NoRoute(f"cannot link to {peer}: " + ("; ".join(errors) if errors else "no address known"))
+
+    def refresh_authorisation(self, peers: set[NodeId]) -> None:
+        """Re-evaluate the authorisation of existing links to ``peers`` (after the allow rules grew)."""
+        for peer in peers:
+            for link in self.links.get(peer, []):
+                link.authorised = link.authorised or self._authorize(peer)
+
+    def _guard(
+        self, handler: Callable[[Link, Envelope], Awaitable[None]]
+    ) -> Callable[[Link, Envelope], Awaitable[None]]:
+        """Payload messages come first-hand (no relays) from authorised peers."""
+
+        async def run(link: Link, env: Envelope) -> None:
+            if env.source != link.peer and not isinstance(env.body, TreeAssign | Progress):
+                return
+            await handler(link, env)
+
+        return run
 
     def authorised(self, node: NodeId) -> bool:
         """Whether ``node`` is authorised here (allow list, open mode, or a domain of this node)."""
@@ -1055,7 +1123,8 @@ class Node:
             "links": links,
             "bytes_sent_total": sent,
             "bytes_received_total": received,
-            "payloads": [],
+            "payloads": self.payloads.status(),
+            "payload_bytes_sent_by_kind": dict(self.payloads.sent_by_kind),
             "streams": [s.to_json() for s in self.streams.inbound.values()],
             "routing": {
                 "hops": len(self.router.table),

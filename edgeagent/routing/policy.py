@@ -19,6 +19,7 @@ from typing import Final, Literal, Protocol
 
 from ..wire.nodeid import NodeId
 from ..wire.route import Route
+from .priors import Priors
 from .table import BroadcastRoute, Candidate, RouteTable
 
 __all__ = ["Choice", "DefaultPolicy", "Policy", "Purpose", "Router", "Traits", "rank"]
@@ -56,8 +57,8 @@ class Choice:
     def next_hop(self) -> NodeId:
         return self.candidate.path[0].dst
 
-    def route(self) -> Route:
-        return self.candidate.to_route()
+    def route(self, priors: Priors | None = None) -> Route:
+        return self.candidate.to_route(priors)
 
 
 class Policy(Protocol):
@@ -100,7 +101,7 @@ class DefaultPolicy:
         def score(c: Candidate) -> float:
             return c.latency_ms / max(c.health, 0.05)
 
-        best = min(live, key=lambda c: (score(c), c.cost_per_gb, len(c.path), c.key))
+        best = min(live, key=lambda c: (score(c), c.cost_per_gb, len(c.path)))
         cur = _same(current, live)
         if cur is not None and cur is not best:
             gain = score(cur) - score(best)
@@ -204,7 +205,8 @@ class Router:
             groups.setdefault(ch.link_id, []).append(d)
         if not chosen:
             return None
-        return BroadcastRoute(dests, chosen, self.table.priors), groups
+        reached = [d for ds in groups.values() for d in ds]
+        return BroadcastRoute(reached, chosen, self.table.priors), groups
 
     def current(self) -> dict[tuple[NodeId, str], Choice]:
         return dict(self._current)

@@ -79,6 +79,6 @@ def _kind(kind: str) -> str:
 
 
 def _number(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
         raise ValueError(f"[routing.priors]: {key} must be a non-negative number, got {value!r}")
     return float(value)

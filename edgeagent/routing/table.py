@@ -89,10 +89,10 @@ class HopState:
     learned_from: NodeId | None = None
     expires: float = math.inf
     updated: float = 0.0
+    key: tuple[NodeId, NodeId, str] = field(init=False)  # identity in the table (link id, or transport|address)
 
-    @property
-    def key(self) -> tuple[NodeId, NodeId, str]:
-        return (self.src, self.dst, self.link_id or f"{self.transport}|{self.address}")
+    def __post_init__(self) -> None:
+        self.key = (self.src, self.dst, self.link_id or f"{self.transport}|{self.address}")
 
     def dead(self, now: float) -> bool:
         return not self.alive or self.failures >= DEAD_AFTER_FAILURES or now >= self.expires
@@ -150,6 +150,7 @@ class Candidate:
     metered: bool
     dead: bool
     label: str = ""
+    _key: tuple[tuple[NodeId, NodeId, str], ...] | None = None
 
     @property
     def link_id(self) -> str:
@@ -159,7 +160,9 @@ class Candidate:
 
     @property
     def key(self) -> tuple[tuple[NodeId, NodeId, str], ...]:
-        return tuple(h.key for h in self.path)
+        if self._key is None:
+            self._key = tuple(h.key for h in self.path)
+        return self._key
 
     def transfer_s(self, size: int) -> float:
         """Expected seconds to move ``size`` bytes: one RTT plus size / bottleneck bandwidth."""
@@ -237,7 +240,7 @@ def BroadcastRoute(  # noqa: N802
         latency_ms=max(c.latency_ms for c in cands),
         bandwidth_bps=min(c.bandwidth_bps for c in cands),
         health=min(c.health for c in cands),
-        cost_per_gb=sum(c.cost_per_gb for c in cands),
+        cost_per_gb=sum({h.key: h.cost_per_gb for c in cands for h in c.path}.values()),  # each hop once
     )
 
 
@@ -311,9 +314,8 @@ class RouteTable:
             updated=now,
         )
         self.set_relay(peer, peer_relays)
-        old = self._local.get(link_id)
-        if old is not None:
-            self._remove(old)
+        if link_id in self._local:
+            self.link_down(link_id, now)  # a reused id: forget the old hop everywhere
         self._local[link_id] = hop
         self._local_to.setdefault(peer, {})[link_id] = hop
         self._add(hop)
@@ -519,38 +521,41 @@ class RouteTable:
         does not send a message back where it came from).
         """
         out: list[Candidate] = []
-        seen: set[tuple[tuple[NodeId, NodeId, str], ...]] = set()
         for hop in self._local_to.get(dst, {}).values():
             if dst != exclude_first:
                 out.append(self._evaluate((hop,), now))
         into = self._by_dst.get(dst)
         if into:
             local_to = self._local_to
+            relays = self.relays
             for last in into.values():
                 relay = last.src
-                if relay in (self.me, exclude_first):
+                if relay in (self.me, exclude_first) or relay not in relays:
                     continue
                 firsts = local_to.get(relay)
-                if not firsts:
+                if firsts:
+                    for first in firsts.values():
+                        out.append(self._evaluate((first, last), now))
+        suggested = self._suggested.get(dst)
+        if suggested:
+            known = {tuple(h.dst for h in c.path) for c in out}
+            for expires, route in suggested.values():
+                if now >= expires or route.stops is None:
                     continue
-                for first in firsts.values():
-                    if relay in self.relays:
-                        cand = self._evaluate((first, last), now)
-                        out.append(cand)
-                        seen.add(cand.key)
-        for key, (expires, route) in self._suggested.get(dst, {}).items():
-            if now >= expires or key in seen or route.stops is None:
-                continue
-            path = self._resolve(route.stops.hops)
-            if path is None or (exclude_first is not None and path[0].dst == exclude_first):
-                continue
-            out.append(self._evaluate(path, now))
+                nodes = tuple(h.dst for h in route.stops.hops)
+                if nodes in known:
+                    continue  # the same journey is already a candidate
+                path = self._resolve(route.stops.hops)
+                if path is None or (exclude_first is not None and path[0].dst == exclude_first):
+                    continue
+                known.add(nodes)
+                out.append(self._evaluate(path, now))
         return out
 
     def _resolve(self, hops: tuple[Hop, ...]) -> tuple[HopState, ...] | None:
         """Map a suggested route's hops onto this table (the first must be a live local link)."""
         firsts = self._local_to.get(hops[0].dst)
-        if not firsts:
+        if not firsts or (len(hops) > 1 and hops[0].dst not in self.relays):
             return None
         first = next((h for h in firsts.values() if h.transport == hops[0].transport), None) or next(
             iter(firsts.values())

@@ -36,7 +36,7 @@ class Manifest(_message.Message):
     def __init__(self, size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., hash_alg: _Optional[str] = ..., chunk_hashes: _Optional[bytes] = ..., origin: _Optional[bytes] = ..., name: _Optional[str] = ..., created_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TreeAssign(_message.Message):
-    __slots__ = ("payload_id", "stripe", "stripes", "parent", "children", "subtree", "manifest")
+    __slots__ = ("payload_id", "stripe", "stripes", "parent", "children", "subtree", "manifest", "parent_addresses")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     STRIPE_FIELD_NUMBER: _ClassVar[int]
     STRIPES_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class TreeAssign(_message.Message):
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     SUBTREE_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     stripe: int
     stripes: int
@@ -51,7 +52,8 @@ class TreeAssign(_message.Message):
     children: _containers.RepeatedScalarFieldContainer[bytes]
     subtree: _route_pb2.RouteSegment
     manifest: Manifest
-    def __init__(self, payload_id: _Optional[bytes] = ..., stripe: _Optional[int] = ..., stripes: _Optional[int] = ..., parent: _Optional[bytes] = ..., children: _Optional[_Iterable[bytes]] = ..., subtree: _Optional[_Union[_route_pb2.RouteSegment, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
+    parent_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, payload_id: _Optional[bytes] = ..., stripe: _Optional[int] = ..., stripes: _Optional[int] = ..., parent: _Optional[bytes] = ..., children: _Optional[_Iterable[bytes]] = ..., subtree: _Optional[_Union[_route_pb2.RouteSegment, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., parent_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("payload_id", "index", "data")
@@ -80,13 +82,19 @@ class Have(_message.Message):
     def __init__(self, payload_id: _Optional[bytes] = ..., bitmap: _Optional[bytes] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent")
+    __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent", "lost_parent", "bad_parent", "bad_chunks")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    LOST_PARENT_FIELD_NUMBER: _ClassVar[int]
+    BAD_PARENT_FIELD_NUMBER: _ClassVar[int]
+    BAD_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     have_bytes: int
     complete: bool
     bytes_sent: int
-    def __init__(self, payload_id: _Optional[bytes] = ..., have_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_sent: _Optional[int] = ...) -> None: ...
+    lost_parent: bytes
+    bad_parent: bytes
+    bad_chunks: int
+    def __init__(self, payload_id: _Optional[bytes] = ..., have_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_sent: _Optional[int] = ..., lost_parent: _Optional[bytes] = ..., bad_parent: _Optional[bytes] = ..., bad_chunks: _Optional[int] = ...) -> None: ...

@@ -61,9 +61,10 @@ def b58decode(text: str) -> bytes:
 class NodeId:
     """The identity of a node: immutable, hashable, ordered, printable as ``12D3KooW...``."""
 
-    __slots__ = ("_bytes",)
+    __slots__ = ("_bytes", "_text")
 
     _bytes: bytes
+    _text: str | None
 
     def __init__(self, raw: bytes) -> None:
         raw = bytes(raw)
@@ -72,6 +73,7 @@ class NodeId:
                 f"not an Ed25519 NodeId: expected {NODE_ID_LEN} bytes starting {_PREFIX.hex()}, got {len(raw)} bytes"
             )
         object.__setattr__(self, "_bytes", raw)
+        object.__setattr__(self, "_text", None)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> NodeId:
@@ -118,7 +120,11 @@ class NodeId:
         raise AttributeError("NodeId is immutable")
 
     def __str__(self) -> str:
-        return b58encode(self._bytes)
+        text = self._text
+        if text is None:  # base58 is slow (big-integer division); logs and tables print ids often
+            text = b58encode(self._bytes)
+            object.__setattr__(self, "_text", text)
+        return text
 
     def __repr__(self) -> str:
         return f"NodeId({str(self)!r})"

@@ -72,6 +72,7 @@ class TreeAssign(Message):
     children: tuple[NodeId, ...] = fld(5, Rep(NODEID), "nodes this node forwards the stripe to")
     subtree: RouteSegment | None = fld(6, Opt(StructKind(RouteSegment)), "the tree below this node, for repair")
     manifest: Manifest | None = fld(7, Opt(StructKind(Manifest)), "the signed manifest, so the node can verify")
+    parent_addresses: tuple[str, ...] = fld(8, Rep(STR), "URLs the parent accepts links on (the child dials)")
 
 
 @message(66)
@@ -124,3 +125,6 @@ class Progress(Message):
     have_bytes: int = fld(2, U64, "verified bytes held", default=0)
     complete: bool = fld(3, BOOL, "the whole payload is verified and stored", default=False)
     bytes_sent: int = fld(4, U64, "payload bytes this node has uploaded", default=0)
+    lost_parent: NodeId | None = fld(5, Opt(NODEID), "a parent that died or stalls: re-attach this node")
+    bad_parent: NodeId | None = fld(6, Opt(NODEID), "a parent that sent chunks failing verification")
+    bad_chunks: int = fld(7, U32, "chunks received that failed verification", default=0)

@@ -1,0 +1,740 @@
+"""The payload-tree driver: the source sends each byte once, relays forward verified chunks as they arrive.
+
+Roles per payload:
+
+* the **source** hashes the file into a signed manifest, plans a forest of
+  interior-disjoint stripe trees (``planner.plan_forest``) over the receivers,
+  sends every receiver its ``TreeAssign`` per stripe (the manifest rides in
+  the first only), pushes each stripe to the one child it has in that tree,
+  collects ``Progress`` and repairs the forest when a relay dies, stalls or
+  sends corrupt chunks;
+* a **receiver** verifies the manifest, opens its on-disk store (resuming a
+  ``.part`` and have-map), dials each stripe's parent and sends it a ``Have``;
+  every chunk is verified against the manifest before it is stored or
+  forwarded; a relay pushes each verified chunk of its stripe to its children
+  at once (cut-through), from a bounded in-memory window or else from disk,
+  with backpressure from each child's link credit.
+
+A child tells its parent what it holds (``Have``), so a re-attached or
+restarted child is sent only what it lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ..exceptions import EdgeAgentError, LinkError, NoRoute, PayloadError, SignatureError
+from ..wire import Chunk, ChunkRequest, Envelope, Error, ErrorCode, Have, Manifest, NodeId, Progress, TreeAssign
+from .manifest import make_manifest, payload_id, verify_manifest
+from .planner import Forest, Member, Tree, plan_forest, reassign_metered, repair
+from .store import ChunkStore, PayloadState
+
+if TYPE_CHECKING:
+    from ..links.link import Link
+    from ..node import Node
+
+__all__ = ["PayloadService", "SendResult"]
+
+log = logging.getLogger(__name__)
+CACHE_CHUNKS: Final = 32  # verified chunks kept in memory for cut-through forwarding
+PROGRESS_EVERY: Final = 0.5  # seconds between Progress reports to the source
+STALL_AFTER: Final = 15.0  # seconds without a chunk from a parent (while missing its stripe) = stalled
+#: fault injection for tests: a relay started with this variable set flips one bit in every chunk it forwards
+FAULT_FLIP_ENV: Final = "EDGEAGENT_FAULT_FLIP_BITS"
+
+
+@dataclass
+class SendResult:
+    """What ``send`` did (the ``send --json`` object)."""
+
+    payload_id: str
+    size: int
+    receivers: int
+    completed: int
+    source_bytes_sent: int
+    seconds: float
+    failed: list[str]
+    stripes: int
+    repairs: int
+    relayed_bytes: int
+    cellular_uploaded_bytes: int
+    per_node: dict[str, dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Session:
+    """One payload at one node."""
+
+    pid: bytes
+    manifest: Manifest
+    source: NodeId  # who planned it (Progress goes there)
+    state: PayloadState | None  # None at the source (it reads its own file)
+    src_path: Path | None = None
+    stripes: int = 1
+    parents: dict[int, NodeId | None] = field(default_factory=dict)
+    parent_addrs: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    children: dict[int, tuple[NodeId, ...]] = field(default_factory=dict)
+    child_have: dict[NodeId, bytearray] = field(default_factory=dict)
+    pushers: dict[NodeId, asyncio.Task[None]] = field(default_factory=dict)
+    cache: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    duplicates: int = 0
+    bad_chunks: int = 0
+    bad_from: set[NodeId] = field(default_factory=set)
+    last_from_parent: dict[int, float] = field(default_factory=dict)
+    reported_lost: set[NodeId] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    reporter: asyncio.Task[None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.state is None or self.state.complete
+
+    def has(self, i: int) -> bool:
+        return self.state is None or self.state.has(i)
+
+
+@dataclass
+class _Plan:
+    """The source's view of one payload it sends."""
+
+    session: _Session
+    forest: Forest
+    members: dict[NodeId, Member]
+    addresses: dict[NodeId, tuple[str, ...]]
+    progress: dict[NodeId, Progress] = field(default_factory=dict)
+    dead: set[NodeId] = field(default_factory=set)
+    repairs: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PayloadService:
+    """Payload trees for one Node: ``send`` as a source; handlers for the payload messages."""
+
+    def __init__(self, node: Node, root: Path, *, quota_bytes: int | None = None) -> None:
+        self.node = node
+        self.store = ChunkStore(root, quota_bytes=quota_bytes)
+        self.sessions: dict[bytes, _Session] = {}
+        self.plans: dict[bytes, _Plan] = {}
+        self.peers: set[NodeId] = set()  # parents and children named by assignments: authorised for payloads
+        self._early: dict[bytes, list[tuple[NodeId, Any]]] = {}  # messages that arrived before their assignment
+        self.sent_by_kind: Counter[str] = Counter()
+        self._flip = bool(os.environ.get(FAULT_FLIP_ENV))
+        self._tasks: set[asyncio.Future[Any]] = set()
+        if self._flip:
+            log.warning("%s is set: this node corrupts every chunk it forwards (fault injection)", FAULT_FLIP_ENV)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- source -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        path: Path,
+        to: list[NodeId] | None = None,
+        *,
+        chunk_size: int = 256 * 1024,
+        stripes: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        progress: Any = None,
+    ) -> SendResult:
+        """Send the file at ``path`` to ``to`` (None: every authorised peer linked or registered here)."""
+        node = self.node
+        me = node.identity.node_id
+        if not await asyncio.to_thread(path.is_file):
+            raise PayloadError(f"{path} is not a readable file")
+        manifest = await asyncio.to_thread(
+            make_manifest,
+            path,
+            node.identity,
+            chunk_size=chunk_size,
+            name=path.name,
+            created_ms=int(time.time() * 1000),
+        )
+        pid = payload_id(manifest)
+        receivers = self._receivers(to)
+        if not receivers:
+            raise NoRoute("no receivers: no authorised peer is linked or registered here (or name them with --to)")
+        members = {r: self._member(r) for r in receivers}
+        forest = await asyncio.to_thread(plan_forest, me, list(members.values()), stripes=stripes)
+        addresses = {r: self._addresses(r) for r in receivers}
+        addresses[me] = tuple(node.listen_urls)
+        session = _Session(pid, manifest, me, None, src_path=path, stripes=forest.stripes)
+        self.sessions[pid] = session
+        plan = _Plan(session, forest, members, addresses)
+        self.plans[pid] = plan
+        self._adopt_source_tree(plan)
+        log.info(
+            "payload %s: %d bytes to %d receivers in %d stripe(s)", pid.hex()[:12], manifest.size, len(receivers),
+            forest.stripes,
+        )  # fmt: skip
+        await self._send_assigns(plan, receivers)
+        t0 = time.monotonic()
+        if wait:
+            await self._wait(plan, timeout, progress)
+        return self._result(plan, time.monotonic() - t0)
+
+    def _receivers(self, to: list[NodeId] | None) -> list[NodeId]:
+        node = self.node
+        me = node.identity.node_id
+        if to:
+            return [r for r in dict.fromkeys(to) if r != me]
+        found: dict[NodeId, None] = {}
+        for peer, links in node.links.items():
+            if links and links[0].authorised and links[0].peer_hello.role != "domain":
+                found[peer] = None
+        for peer, rec in node.peer_records.items():
+            if rec.role != "domain" and node.authorised(peer):
+                found[peer] = None
+        found.pop(me, None)
+        return sorted(found)
+
+    def _member(self, peer: NodeId) -> Member:
+        node = self.node
+        rec = node.peer_records.get(peer)
+        links = node.links.get(peer, [])
+        kind = rec.network_kind if rec else (links[0].peer_hello.network_kind if links else "unknown")
+        metered = rec.metered if rec else (links[0].peer_hello.metered if links else False)
+        relays = bool(links and "relay" in links[0].peer_hello.capabilities) or bool(
+            rec and "relay" in rec.capabilities
+        )
+        relay_ok = not metered and kind != "cellular" and (relays or not links)
+        upload = rec.upload_bps if rec else 0.0
+        return Member(peer, upload_bps=upload, relay_ok=relay_ok, lan_group=rec.lan_group if rec else "")
+
+    def _addresses(self, peer: NodeId) -> tuple[str, ...]:
+        rec = self.node.peer_records.get(peer)
+        if rec is not None and rec.addresses:
+            return tuple(rec.addresses)
+        links = self.node.links.get(peer, [])
+        return tuple(links[0].peer_hello.listen) if links else ()
+
+    def _adopt_source_tree(self, plan: _Plan) -> None:
+        s = plan.session
+        me = self.node.identity.node_id
+        s.stripes = plan.forest.stripes
+        s.children = {t.stripe: t.children.get(me, ()) for t in plan.forest.trees}
+        s.parents = dict.fromkeys(s.children)
+        for kids in s.children.values():
+            self.peers.update(kids)
+
+    async def _send_assigns(self, plan: _Plan, nodes: list[NodeId], old: Forest | None = None) -> None:
+        """Send each node its TreeAssigns (only those that changed, when ``old`` is given)."""
+        s = plan.session
+        me = self.node.identity.node_id
+        for n in nodes:
+            if n in plan.dead:
+                continue
+            msgs = []
+            for tree in plan.forest.trees:
+                parent = tree.parent.get(n)
+                kids = tree.children.get(n, ())
+                if old is not None:
+                    ot = old.trees[tree.stripe] if tree.stripe < len(old.trees) else None
+                    if ot is not None and ot.parent.get(n) == parent and ot.children.get(n, ()) == kids:
+                        continue
+                msgs.append(
+                    TreeAssign(
+                        s.pid,
+                        tree.stripe,
+                        plan.forest.stripes,
+                        parent,
+                        kids,
+                        None,
+                        None,
+                        plan.addresses.get(parent, ())
+                        if parent is not None and parent != me
+                        else tuple(self.node.listen_urls),
+                    )
+                )
+            if not msgs:
+                continue
+            if old is None or n not in self.sessions_known(plan):
+                msgs[0] = TreeAssign(
+                    msgs[0].payload_id, msgs[0].stripe, msgs[0].stripes, msgs[0].parent, msgs[0].children, None,
+                    s.manifest, msgs[0].parent_addresses,
+                )  # fmt: skip
+            for m in msgs:
+                try:
+                    await self.node.send(n, m)
+                except EdgeAgentError as exc:
+                    log.warning("payload %s: cannot assign %s: %s", s.pid.hex()[:12], n, exc)
+                    break
+
+    def sessions_known(self, plan: _Plan) -> set[NodeId]:
+        """Members that have reported (so they hold the manifest)."""
+        return set(plan.progress)
+
+    async def _wait(self, plan: _Plan, timeout: float | None, progress: Any) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not plan.done.is_set():
+            plan.changed.clear()
+            if progress is not None:
+                progress(self._summary(plan))
+            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await plan.changed.wait()
+        if progress is not None:
+            progress(self._summary(plan))
+
+    def _summary(self, plan: _Plan) -> dict[str, Any]:
+        size = plan.session.manifest.size
+        live = [n for n in plan.members if n not in plan.dead]
+        have = sum(min(plan.progress[n].have_bytes, size) if n in plan.progress else 0 for n in live)
+        return {
+            "receivers": len(plan.members),
+            "completed": sum(1 for n in live if n in plan.progress and plan.progress[n].complete),
+            "failed": len(plan.dead),
+            "have_bytes": have,
+            "total_bytes": size * len(live),
+            "source_bytes_sent": plan.session.bytes_sent,
+        }
+
+    def _result(self, plan: _Plan, seconds: float) -> SendResult:
+        s = plan.session
+        per_node: dict[str, dict[str, Any]] = {}
+        relayed = cellular = 0
+        for n, m in plan.members.items():
+            p = plan.progress.get(n)
+            sent = p.bytes_sent if p else 0
+            relayed += sent
+            rec = self.node.peer_records.get(n)
+            links = self.node.links.get(n, [])
+            kind = rec.network_kind if rec else (links[0].peer_hello.network_kind if links else "unknown")
+            if kind == "cellular" or not m.relay_ok:
+                cellular += sent
+            per_node[str(n)] = {
+                "network_kind": kind,
+                "relay_ok": m.relay_ok,
+                "bytes_uploaded": sent,
+                "have_bytes": p.have_bytes if p else 0,
+                "complete": bool(p and p.complete),
+                "dead": n in plan.dead,
+            }
+        summary = self._summary(plan)
+        return SendResult(
+            payload_id=s.pid.hex(),
+            size=s.manifest.size,
+            receivers=len(plan.members),
+            completed=summary["completed"],
+            source_bytes_sent=s.bytes_sent,
+            seconds=round(seconds, 3),
+            failed=sorted(str(n) for n in plan.dead),
+            stripes=plan.forest.stripes,
+            repairs=plan.repairs,
+            relayed_bytes=relayed,
+            cellular_uploaded_bytes=cellular,
+            per_node=per_node,
+        )
+
+    def _check_done(self, plan: _Plan) -> None:
+        live = [n for n in plan.members if n not in plan.dead]
+        if all(n in plan.progress and plan.progress[n].complete for n in live):
+            plan.done.set()
+        plan.changed.set()
+
+    async def _replan(self, plan: _Plan, node: NodeId, *, dead: bool, why: str) -> None:
+        """Repair the forest around ``node`` (dead: removed; else kept as a leaf) and re-assign."""
+        forest = plan.forest
+        if node not in forest.members():
+            return
+        if dead:
+            plan.dead.add(node)
+            new = await asyncio.to_thread(repair, forest, node, members=list(plan.members.values()))
+        else:
+            plan.members[node] = Member(node, plan.members[node].upload_bps, False, plan.members[node].lan_group)
+            new = await asyncio.to_thread(reassign_metered, forest, node, list(plan.members.values()))
+        plan.forest = new
+        plan.repairs += 1
+        log.warning("payload %s: re-planned around %s (%s)", plan.session.pid.hex()[:12], node, why)
+        old_children = plan.session.children
+        self._adopt_source_tree(plan)
+        if old_children != plan.session.children:
+            await self._update_pushers(plan.session)
+        changed = [n for n in new.members() if _assignment(forest, n) != _assignment(new, n)]
+        await self._send_assigns(plan, changed, old=forest)
+        self._check_done(plan)
+
+    # -- receiver ----------------------------------------------------------------------------
+
+    async def on_assign(self, link: Link, env: Envelope) -> None:
+        a = env.body
+        assert isinstance(a, TreeAssign)
+        s = self.sessions.get(a.payload_id)
+        if s is None:
+            if a.manifest is None:
+                self._early.setdefault(a.payload_id, []).append((env.source, a))
+                return
+            try:
+                pid = verify_manifest(a.manifest)
+                if pid != a.payload_id:
+                    raise PayloadError("payload id does not match the manifest")
+                state = await asyncio.to_thread(self.store.open, a.manifest)
+            except (SignatureError, PayloadError, OSError, ValueError) as exc:
+                log.warning("refused payload %s from %s: %s", a.payload_id.hex()[:12], env.source, exc)
+                await self._reply_error(link, env, f"payload refused: {exc}")
+                return
+            s = _Session(pid, a.manifest, env.source, state, stripes=a.stripes)
+            self.sessions[pid] = s
+            s.reporter = asyncio.ensure_future(self._report_loop(s))
+            early = self._early.pop(pid, [])
+        else:
+            early = []
+        if env.source != s.source:
+            return  # only the payload's planner re-assigns
+        for item in [(env.source, a), *early]:
+            body = item[1]
+            if isinstance(body, TreeAssign):
+                self._apply_assign(s, body)
+        for item in early:
+            if isinstance(item[1], Have):
+                await self._on_have(s, item[0], item[1])
+        await self._update_pushers(s)
+        await self._attach_parents(s)
+
+    def _apply_assign(self, s: _Session, a: TreeAssign) -> None:
+        s.stripes = a.stripes
+        s.parents[a.stripe] = a.parent
+        s.parent_addrs[a.stripe] = a.parent_addresses
+        s.children[a.stripe] = a.children
+        s.last_from_parent[a.stripe] = time.monotonic()
+        if a.parent is not None:
+            self.peers.add(a.parent)
+            s.reported_lost.discard(a.parent)
+        self.peers.update(a.children)
+        self.node.refresh_authorisation(set(a.children) | ({a.parent} if a.parent else set()))
+
+    async def _attach_parents(self, s: _Session) -> None:
+        """Link to every stripe's parent and tell it what this node holds (it pushes the rest)."""
+        assert s.state is not None
+        have = Have(s.pid, s.state.have_bitmap())
+        told: set[NodeId] = set()
+        for stripe, parent in list(s.parents.items()):
+            if parent is None or parent in told:
+                continue
+            told.add(parent)
+            try:
+                link = await self.node.ensure_link(parent, s.parent_addrs.get(stripe, ()))
+                await link.send(Envelope(have, self.node.identity.node_id, destination=parent))
+            except EdgeAgentError as exc:
+                log.info("payload %s: parent %s unreachable: %s", s.pid.hex()[:12], parent, exc)
+                await self._report(s, lost=parent)
+
+    async def on_have(self, link: Link, env: Envelope) -> None:
+        h = env.body
+        assert isinstance(h, Have)
+        s = self.sessions.get(h.payload_id)
+        if s is None:
+            self._early.setdefault(h.payload_id, []).append((env.source, h))
+            return
+        await self._on_have(s, env.source, h)
+
+    async def _on_have(self, s: _Session, child: NodeId, h: Have) -> None:
+        need = (s.manifest.chunk_count + 7) // 8
+        bits = bytearray(h.bitmap[:need].ljust(need, b"\0"))
+        s.child_have[child] = bits
+        task = s.pushers.pop(child, None)
+        if task is not None:
+            task.cancel()
+        if any(child in kids for kids in s.children.values()):
+            s.pushers[child] = asyncio.ensure_future(self._push(s, child))
+
+    async def _update_pushers(self, s: _Session) -> None:
+        kids = {c for cs in s.children.values() for c in cs}
+        for child in list(s.pushers):
+            if child not in kids:
+                s.pushers.pop(child).cancel()
+        for child in kids:
+            if child in s.child_have and child not in s.pushers:
+                s.pushers[child] = asyncio.ensure_future(self._push(s, child))
+
+    async def _push(self, s: _Session, child: NodeId) -> None:
+        """Send ``child`` every chunk of the stripes it hangs under this node for, that it lacks, as they arrive."""
+        node = self.node
+        me = node.identity.node_id
+        bits = s.child_have.get(child, bytearray())
+        try:
+            while True:
+                stripes = [j for j, kids in s.children.items() if child in kids]
+                if not stripes:
+                    return
+                k = max(s.stripes, 1)
+                pending = [
+                    i
+                    for j in stripes
+                    for i in range(j, s.manifest.chunk_count, k)
+                    if not (i >> 3 < len(bits) and bits[i >> 3] >> (i & 7) & 1)
+                ]
+                if not pending:
+                    return
+                pending.sort()
+                sent_any = False
+                for i in pending:
+                    if not s.has(i):
+                        continue
+                    data = await self._chunk(s, i)
+                    if data is None:
+                        continue
+                    if self._flip:
+                        data = bytes([data[0] ^ 1]) + data[1:]
+                    links = node.links.get(child)
+                    if not links:
+                        return  # the child re-sends Have when it links again
+                    link = links[0]
+                    await link.send(Envelope(Chunk(s.pid, i, data), me, destination=child))
+                    bits[i >> 3] |= 1 << (i & 7) if i >> 3 < len(bits) else 0
+                    s.bytes_sent += len(data)
+                    self.sent_by_kind[link.options.network_kind] += len(data)
+                    sent_any = True
+                if not sent_any:
+                    async with s.arrived:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(2.0):
+                                await s.arrived.wait()
+        except LinkError:
+            return
+        finally:
+            if s.pushers.get(child) is asyncio.current_task():
+                del s.pushers[child]
+
+    async def _chunk(self, s: _Session, i: int) -> bytes | None:
+        data = s.cache.get(i)
+        if data is not None:
+            return data
+        if s.state is None:
+            assert s.src_path is not None
+            off = i * s.manifest.chunk_size
+            n = s.manifest.chunk_length(i)
+            path = s.src_path
+            return await asyncio.to_thread(_pread, path, off, n)
+        return await asyncio.to_thread(s.state.get, i)
+
+    async def on_chunk(self, link: Link, env: Envelope) -> None:
+        c = env.body
+        assert isinstance(c, Chunk)
+        s = self.sessions.get(c.payload_id)
+        if s is None or s.state is None:
+            return
+        sender = env.source
+        if sender in s.bad_from:
+            return
+        if s.state.has(c.index):
+            s.duplicates += 1
+            return
+        ok = await asyncio.to_thread(s.state.put, c.index, c.data)
+        if not ok:
+            s.bad_chunks += 1
+            s.bad_from.add(sender)
+            log.warning("payload %s: chunk %d from %s fails verification", s.pid.hex()[:12], c.index, sender)
+            await self._report(s, bad=sender)
+            return
+        s.bytes_received += len(c.data)
+        if s.stripes:
+            s.last_from_parent[c.index % s.stripes] = time.monotonic()
+        s.cache[c.index] = bytes(c.data)
+        while len(s.cache) > CACHE_CHUNKS:
+            s.cache.popitem(last=False)
+        async with s.arrived:
+            s.arrived.notify_all()
+        if s.state.complete and s.finished is None:
+            s.finished = time.monotonic()
+            log.info("payload %s complete: %s", s.pid.hex()[:12], s.state.path)
+            await self._report(s)
+
+    async def on_chunk_request(self, link: Link, env: Envelope) -> None:
+        r = env.body
+        assert isinstance(r, ChunkRequest)
+        s = self.sessions.get(r.payload_id)
+        if s is None:
+            await self._reply_error(link, env, "unknown payload")
+            return
+        me = self.node.identity.node_id
+        budget = 4096
+        for rng in r.ranges:
+            for i in range(rng.start, min(rng.stop, s.manifest.chunk_count)):
+                budget -= 1
+                if budget < 0:
+                    return
+                if not s.has(i):
+                    continue
+                data = await self._chunk(s, i)
+                if data is not None:
+                    await link.send(Envelope(Chunk(s.pid, i, data), me, destination=env.source))
+                    s.bytes_sent += len(data)
+
+    async def on_progress(self, link: Link, env: Envelope) -> None:
+        p = env.body
+        assert isinstance(p, Progress)
+        plan = self.plans.get(p.payload_id)
+        if plan is None or env.source not in plan.members:
+            return
+        plan.progress[env.source] = p
+        if p.bad_parent is not None and p.bad_parent in plan.members and plan.members[p.bad_parent].relay_ok:
+            await self._replan(plan, p.bad_parent, dead=False, why=f"{env.source} got corrupt chunks from it")
+        elif p.lost_parent is not None and p.lost_parent not in plan.dead:
+            if p.lost_parent == self.node.identity.node_id:
+                await self._send_assigns(plan, [env.source])  # it lost us: assign again (re-link)
+            elif p.lost_parent in plan.members and p.lost_parent not in self.node.links:
+                await self._replan(plan, p.lost_parent, dead=True, why=f"{env.source} lost it")
+            elif p.lost_parent in plan.members:
+                await self._replan(plan, p.lost_parent, dead=False, why=f"{env.source} reports it stalled")
+        self._check_done(plan)
+
+    def on_link_up(self, peer: NodeId) -> None:
+        """A member that comes back (restarted) is re-assigned so it resumes from its have-map."""
+        for plan in self.plans.values():
+            if peer in plan.members and not plan.done.is_set():
+                if peer in plan.dead:
+                    plan.dead.discard(peer)
+                    self._spawn(self._readmit(plan, peer))
+                else:
+                    self._spawn(self._send_assigns(plan, [peer]))
+
+    async def _readmit(self, plan: _Plan, peer: NodeId) -> None:
+        """Put a returning member back into the forest as a leaf under the least-loaded relay of each tree."""
+        me = self.node.identity.node_id
+        trees = []
+        for t in plan.forest.trees:
+            if peer in t.parent:
+                trees.append(t)
+                continue
+            relays = [r for r in t.relays if r in t.parent and r not in plan.dead] or [me]
+            host = min(relays, key=lambda r: (len(t.children.get(r, ())), r))
+            parent = dict(t.parent)
+            parent[peer] = host
+            children = dict(t.children)
+            children[host] = (*children.get(host, ()), peer)
+            children[peer] = ()
+            trees.append(Tree(t.stripe, parent, children, t.relays))
+        old = plan.forest
+        plan.forest = Forest(old.source, old.stripes, tuple(trees), old.max_fanout, old.default_upload_bps)
+        plan.progress.pop(peer, None)
+        self._adopt_source_tree(plan)
+        await self._update_pushers(plan.session)
+        await self._send_assigns(
+            plan, [peer, *[n for n in plan.forest.members() if _assignment(old, n) != _assignment(plan.forest, n)]]
+        )
+
+    def on_link_down(self, peer: NodeId) -> None:
+        for plan in self.plans.values():
+            if peer in plan.members and peer not in plan.dead and not plan.done.is_set():
+                self._spawn(self._replan(plan, peer, dead=True, why="its link to the source went down"))
+        for s in self.sessions.values():
+            if s.state is not None and not s.complete and peer in s.parents.values() and peer != s.source:
+                self._spawn(self._report(s, lost=peer))
+
+    async def _report_loop(self, s: _Session) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            await self._report(s)
+            now = time.monotonic()
+            if s.state is not None and not s.complete:
+                for stripe, parent in s.parents.items():
+                    if parent is None or parent in s.reported_lost:
+                        continue
+                    if now - s.last_from_parent.get(stripe, now) > STALL_AFTER and _missing_in(s, stripe):
+                        s.reported_lost.add(parent)
+                        await self._report(s, lost=parent)
+            if s.complete and not s.pushers and now - (s.finished or now) > 30:
+                return
+
+    async def _report(self, s: _Session, *, lost: NodeId | None = None, bad: NodeId | None = None) -> None:
+        if s.state is None:
+            return
+        p = Progress(s.pid, s.state.have_bytes, s.state.complete, s.bytes_sent, lost, bad, s.bad_chunks)
+        with contextlib.suppress(EdgeAgentError):
+            await self.node.send(s.source, p)
+
+    async def _reply_error(self, link: Link, env: Envelope, reason: str) -> None:
+        if env.reply_to is None:
+            with contextlib.suppress(LinkError):
+                await link.send(env.reply(Error(ErrorCode.BAD_REQUEST, reason), self.node.identity.node_id))
+
+    # -- views -------------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        """The ``payloads`` of ``status --json``: the store's listing plus live transfer figures."""
+        out = []
+        for item in self.store.list():
+            pid = bytes.fromhex(item["id"])
+            s = self.sessions.get(pid)
+            if s is not None:
+                out.append(
+                    {
+                        **item,
+                        "role": "source" if s.state is None else "receiver",
+                        "bytes_sent": s.bytes_sent,
+                        "bytes_received": s.bytes_received,
+                        "stripes": s.stripes,
+                        "parents": sorted({str(p) for p in s.parents.values() if p is not None}),
+                        "children": sorted({str(c) for cs in s.children.values() for c in cs}),
+                        "bad_chunks": s.bad_chunks,
+                    }
+                )
+            else:
+                out.append(dict(item))
+        for pid, s in self.sessions.items():
+            if s.state is None:
+                out.append(
+                    {
+                        "id": pid.hex(),
+                        "size": s.manifest.size,
+                        "have_bytes": s.manifest.size,
+                        "complete": True,
+                        "path": str(s.src_path),
+                        "role": "source",
+                        "bytes_sent": s.bytes_sent,
+                        "stripes": s.stripes,
+                        "children": sorted({str(c) for cs in s.children.values() for c in cs}),
+                    }
+                )
+        return out
+
+    def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for s in self.sessions.values():
+            for t in s.pushers.values():
+                t.cancel()
+            if s.reporter is not None:
+                s.reporter.cancel()
+            if s.state is not None:
+                with contextlib.suppress(Exception):
+                    s.state.close()
+
+
+def _assignment(forest: Forest, n: NodeId) -> list[tuple[NodeId | None, tuple[NodeId, ...]]]:
+    return [(t.parent.get(n), t.children.get(n, ())) for t in forest.trees]
+
+
+def _missing_in(s: _Session, stripe: int) -> bool:
+    assert s.state is not None
+    k = max(s.stripes, 1)
+    return any(not s.state.has(i) for i in range(stripe, s.manifest.chunk_count, k))
+
+
+def _pread(path: Path, off: int, n: int) -> bytes:
+    with path.open("rb") as f:
+        return os.pread(f.fileno(), n, off)
