@@ -363,6 +363,67 @@ def environment() -> dict[str, Any]:
     }
 
 
+async def discovery_round_trip(n: int) -> dict[str, float]:
+    """Median ms of a RouteRequest answered by a domain vs a Ping over the same link (loopback websockets).
+
+    A domain and three devices (B relays to C); device A asks the domain for routes
+    to C ``n`` times; the Ping round trip on the same link is measured alternately,
+    so the ratio is the cost of route discovery over a bare round trip.
+    """
+    import asyncio
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from edgeagent.identity import Identity
+    from edgeagent.node import Node, NodeConfig
+    from edgeagent.wire import RouteReply, RouteRequest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        common: dict[str, Any] = {"allow": None, "route_tick": 0.1, "link_probe_interval": 0}
+        d = Node(Identity.generate(), Path(tmp) / "D", NodeConfig(role="domain", listen=["ws://127.0.0.1:0"], **common))
+        await d.start()
+        url = d.listen_urls[0]
+        c = Node(Identity.generate(), Path(tmp) / "C", NodeConfig(listen=["ws://127.0.0.1:0"], domain=url, **common))
+        await c.start()
+        b = Node(
+            Identity.generate(),
+            Path(tmp) / "B",
+            NodeConfig(listen=["ws://127.0.0.1:0"], domain=url, peers=[c.listen_urls[0]], forward=True, **common),
+        )
+        await b.start()
+        a = Node(Identity.generate(), Path(tmp) / "A", NodeConfig(domain=url, peers=[b.listen_urls[0]], **common))
+        await a.start()
+        try:
+            cid, did = c.identity.node_id, d.identity.node_id
+            bid = b.identity.node_id
+            for _ in range(200):  # wait for the domain to learn A's hop to B and B's hop to C
+                hops = {(h.src, h.dst) for h in d.router.table.hops()}
+                if (bid, cid) in hops and (a.identity.node_id, bid) in hops:
+                    break
+                await asyncio.sleep(0.05)
+            link = a.links[did][0]
+            req_ms, ping_ms, routes = [], [], 0
+            for _ in range(n):
+                t0 = time.perf_counter()
+                reply = await a.request(did, RouteRequest((cid,), "bulk", 32 << 20))
+                req_ms.append((time.perf_counter() - t0) * 1000)
+                assert isinstance(reply, RouteReply)
+                routes = len(reply.routes)
+                t0 = time.perf_counter()
+                await link.ping()
+                ping_ms.append((time.perf_counter() - t0) * 1000)
+            return {
+                "route_request_ms": statistics.median(req_ms),
+                "ping_ms": statistics.median(ping_ms),
+                "ratio": statistics.median(req_ms) / statistics.median(ping_ms),
+                "routes_in_reply": routes,
+            }
+        finally:
+            for x in (a, b, c, d):
+                await x.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -396,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     overhead = clock_overhead_ns()
     results = run(router, inp.peers, args)
     prof_text = profile(router, inp.peers, args) if args.profile else ""
+    import asyncio
+
+    disc = asyncio.run(discovery_round_trip(args.discovery_requests)) if args.discovery_requests else None
     elapsed = time.perf_counter() - started
     env = environment()
     if args.json:
@@ -429,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for name, r in results.items()
             },
+            "discovery": disc,
             "elapsed_s": elapsed,
         }
         print(json.dumps(out))
@@ -465,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.considered:>7.1f}{r.changes:>9}{'ok' if r.median_us <= TARGET_US else 'MISS':>8}"
             )
         print()
+        if disc is not None:
+            print(
+                f"Route discovery through a domain (loopback websockets, {args.discovery_requests} requests): "
+                f"RouteRequest->RouteReply median {disc['route_request_ms']:.2f} ms vs Ping {disc['ping_ms']:.2f} ms "
+                f"on the same link ({disc['ratio']:.1f}x), {disc['routes_in_reply']} routes per reply"
+            )
+            print()
         if prof_text:
             print(prof_text)
         print(f"elapsed {elapsed:.1f} s")
@@ -484,6 +556,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--selections", type=int, default=20_000, help="selections per round and purpose")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--discovery-requests", type=int, default=200, help="RouteRequests timed through a domain (0: skip)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gc", action="store_true", help="leave the garbage collector on while timing")
     parser.add_argument("--tracemalloc", action="store_true", help="also measure the table's bytes (second build)")
