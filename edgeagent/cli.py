@@ -145,6 +145,8 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         link_probe_interval=cfg.routing.probe_interval,
         probe_bytes=cfg.routing.probe_bytes,
         hop_report_interval=cfg.routing.hop_report_interval,
+        payload_upload_bps=cfg.payload.upload_mbit * 1e6 / 8 if cfg.payload.upload_mbit else None,
+        payload_quota=cfg.payload.quota_mb << 20 if cfg.payload.quota_mb else None,
     )
     node = Node(ident, state, config)
     await node.start()
@@ -278,6 +280,55 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _receiver_arg(text: str) -> str:
+    return "all" if text == "all" else str(_node_id_arg(text))
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .node import control_request
+
+    path = Path(args.file).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{args.file} is not a readable file")
+    bar = sys.stderr.isatty() and not args.json
+
+    def on_line(line: dict[str, Any]) -> None:
+        p = line["progress"]
+        if bar:
+            total = max(p["total_bytes"], 1)
+            frac = p["have_bytes"] / total
+            filled = int(frac * 30)
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} {p['completed']}/{p['receivers']} receivers"
+                f"{', ' + str(p['failed']) + ' failed' if p['failed'] else ''}"
+            )
+            sys.stderr.flush()
+
+    request = {"path": str(path), "to": args.to or ["all"], "wait": args.wait, "timeout": args.timeout}
+    if args.stripes:
+        request["stripes"] = args.stripes
+    if args.star:
+        request["star"] = True
+    reply = asyncio.run(control_request(_state(args), "send", timeout=60.0, args=request, on_line=on_line))
+    if bar:
+        sys.stderr.write("\n")
+    res = reply["result"]
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(
+            f"payload {res['payload_id']} ({res['size']} bytes, {res['stripes']} stripe(s)): "
+            f"{res['completed']}/{res['receivers']} receivers complete in {res['seconds']} s; "
+            f"source sent {res['source_bytes_sent']} bytes ({res['source_bytes_sent'] / max(res['size'], 1):.2f}x)"
+        )
+    if args.wait and res["completed"] < res["receivers"]:
+        print(f"edgeagent send: {res['receivers'] - res['completed']} receiver(s) did not complete", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_netinfo(args: argparse.Namespace) -> int:
     from .netcost import Override, format_netinfo, netinfo_report
 
@@ -372,6 +423,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         state_opt(sp)
         sp.set_defaults(func=func)
+    sp = sub.add_parser("send", help="send a file to peers down a payload tree (the running node is the source)")
+    sp.add_argument("file", help="the file to send")
+    sp.add_argument(
+        "--to",
+        metavar="NODEID",
+        action="append",
+        type=_receiver_arg,
+        help='receivers: "all" (the default) or NodeIds (repeatable)',
+    )
+    sp.add_argument("--wait", action="store_true", help="wait until every receiver holds the whole file")
+    sp.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    sp.add_argument("--stripes", type=int, help="number of stripes (trees); default: chosen by the planner")
+    sp.add_argument("--star", action="store_true", help="no tree: one copy to each receiver from here (a baseline)")
+    state_opt(sp)
+    sp.set_defaults(func=cmd_send)
     sp = sub.add_parser("netinfo", help="network kind, metered flag and cost per GB, and which probe decided")
     sp.add_argument("--cost", metavar="FILE", help="cost and run-condition settings (see configs/cost.toml)")
     sp.add_argument("--interface", metavar="IFACE", help="classify this interface instead of the default route's")

@@ -13,7 +13,16 @@ from typing import Any
 from .exceptions import ConfigError
 from .wire.limits import Limits
 
-__all__ = ["Config", "DiscoveryConfig", "LinkConfig", "RoutingConfig", "TlsConfig", "load_config", "read_toml"]
+__all__ = [
+    "Config",
+    "DiscoveryConfig",
+    "LinkConfig",
+    "PayloadConfig",
+    "RoutingConfig",
+    "TlsConfig",
+    "load_config",
+    "read_toml",
+]
 
 _WIRE_KEYS = {
     "max_frame_bytes": "max_frame",
@@ -64,6 +73,14 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class PayloadConfig:
+    """The ``[payload]`` table: the payload store and this node's upload budget for payload trees."""
+
+    upload_mbit: float | None = None  # cap on payload upload (Mbit/s); None: no cap
+    quota_mb: int | None = None  # MiB the payload store may hold; None: no limit
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """The ``[tls]`` table: certificate for ``wss://`` listeners, CA for dialling ``wss://``."""
 
@@ -109,6 +126,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    payload: PayloadConfig = field(default_factory=PayloadConfig)
     source: Path | None = None
 
 
@@ -215,6 +233,24 @@ def _routing_peers(table: Any, path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _payload(table: Any, path: Path) -> PayloadConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [payload] must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "upload_mbit":
+            if type(value) not in (int, float) or not 0 < value < float("inf"):
+                raise ConfigError(f"{path}: payload.upload_mbit must be a positive number, got {value!r}")
+            kwargs[key] = float(value)
+        elif key == "quota_mb":
+            if type(value) is not int or value <= 0:
+                raise ConfigError(f"{path}: payload.quota_mb must be a positive integer, got {value!r}")
+            kwargs[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown key payload.{key} (known: quota_mb, upload_mbit)")
+    return PayloadConfig(**kwargs)
+
+
 def _wire(table: Any, path: Path) -> Limits:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [wire] must be a table")
@@ -245,7 +281,7 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     data = read_toml(path)
-    known = {"wire", "link", "tls", "discovery", "routing"}
+    known = {"wire", "link", "tls", "discovery", "routing", "payload"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(sorted(known))})")
@@ -254,4 +290,5 @@ def load_config(path: Path | None) -> Config:
     tls = _tls(data["tls"], path) if "tls" in data else TlsConfig()
     disc = _discovery(data["discovery"], path) if "discovery" in data else DiscoveryConfig()
     routing = _routing(data["routing"], path) if "routing" in data else RoutingConfig()
-    return Config(limits=limits, link=link, tls=tls, discovery=disc, routing=routing, source=path)
+    payload = _payload(data["payload"], path) if "payload" in data else PayloadConfig()
+    return Config(limits=limits, link=link, tls=tls, discovery=disc, routing=routing, payload=payload, source=path)

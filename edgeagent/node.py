@@ -102,6 +102,7 @@ class NodeConfig:
     probe_bytes: int = 256 * 1024  # throughput sample of one probe
     stream_max_bytes: int = 64 << 30  # largest stream this node accepts
     payload_quota: int | None = None  # bytes the payload store may hold (None: no limit)
+    payload_upload_bps: float | None = None  # cap on this node's payload upload, bytes/s (None: none)
 
 
 class Node:
@@ -178,7 +179,9 @@ class Node:
         self.streams = StreamService(self, state_dir / "streams", max_bytes=config.stream_max_bytes)
         from .payload import PayloadService
 
-        self.payloads = PayloadService(self, state_dir / "payloads", quota_bytes=config.payload_quota)
+        self.payloads = PayloadService(
+            self, state_dir / "payloads", quota_bytes=config.payload_quota, upload_bps=config.payload_upload_bps
+        )
         self.payloads.peers = payload_peers
         self.handlers.update(
             {
@@ -1164,14 +1167,41 @@ class Node:
                 reply = {"ok": True, "routes": self.routes_json()}
             elif cmd == "peers":
                 reply = {"ok": True, "peers": [self._peer_json(r) for r in self.peer_records.values()]}
+            elif cmd == "send":
+                reply = await self._control_send(request, writer)
             else:
                 reply = {"ok": False, "error": f"unknown command {cmd!r}"}
-        except (ValueError, TimeoutError, AttributeError) as exc:
+        except (ValueError, TimeoutError, AttributeError, TypeError) as exc:
             reply = {"ok": False, "error": f"bad control request: {exc}"}
+        except EdgeAgentError as exc:
+            reply = {"ok": False, "error": str(exc)}
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
+
+    async def _control_send(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:
+        """``edgeagent send``: send a file down a payload tree; with ``wait``, stream progress lines."""
+        path = Path(str(request["path"]))
+        to_raw = request.get("to") or ["all"]
+        to = None if "all" in to_raw else [NodeId.parse(str(t)) for t in to_raw]
+        wait = bool(request.get("wait"))
+        timeout = request.get("timeout")
+        stripes = request.get("stripes")
+
+        def progress(summary: dict[str, Any]) -> None:
+            writer.write(json.dumps({"progress": summary}).encode() + b"\n")
+
+        result = await self.payloads.send(
+            path,
+            to,
+            wait=wait,
+            timeout=None if timeout is None else float(timeout),
+            stripes=None if stripes is None else int(stripes),
+            progress=progress if wait else None,
+            star=bool(request.get("star")),
+        )
+        return {"ok": True, "result": result.to_json()}
 
     @staticmethod
     def _peer_json(rec: PeerRecord) -> dict[str, Any]:
@@ -1213,11 +1243,22 @@ def _lan_group(remote_address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False))
 
 
-async def control_request(state_dir: Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Send one command to the node running with ``state_dir``; raises EdgeAgentError if none answers."""
+async def control_request(
+    state_dir: Path,
+    cmd: str,
+    timeout: float = 5.0,
+    *,
+    args: dict[str, Any] | None = None,
+    on_line: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Send one command to the node running with ``state_dir``; raises EdgeAgentError if none answers.
+
+    ``args`` are added to the request; lines the node sends before its reply
+    (``{"progress": ...}``) go to ``on_line``, each within ``timeout`` seconds.
+    """
     path = state_dir / CONTROL_SOCKET
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=16 << 20), timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         raise EdgeAgentError(
             f"no node is running with state {state_dir}; start one with `edgeagent run --state {state_dir}`"
@@ -1225,12 +1266,20 @@ async def control_request(state_dir: Path, cmd: str, timeout: float = 5.0) -> di
     except (OSError, TimeoutError) as exc:
         raise EdgeAgentError(f"cannot reach the node's control socket {path}: {exc}") from None
     try:
-        writer.write(json.dumps({"cmd": cmd}).encode() + b"\n")
+        writer.write(json.dumps({"cmd": cmd, **(args or {})}).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        while True:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            if not line:
+                raise EdgeAgentError(f"the node closed the control connection during {cmd}")
+            reply = json.loads(line)
+            if "progress" in reply and "ok" not in reply:
+                if on_line is not None:
+                    on_line(reply)
+                continue
+            break
     finally:
         writer.close()
-    reply = json.loads(line)
     if not reply.get("ok"):
         raise EdgeAgentError(f"node refused {cmd}: {reply.get('error')}")
     return reply  # type: ignore[no-any-return]

@@ -67,6 +67,7 @@ class SendResult:
     relayed_bytes: int
     cellular_uploaded_bytes: int
     per_node: dict[str, dict[str, Any]]
+    source_wire_bytes: int = 0  # every byte the source's links sent meanwhile (framing, control, other traffic)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -96,6 +97,7 @@ class _Session:
     bad_from: set[NodeId] = field(default_factory=set)
     last_from_parent: dict[int, float] = field(default_factory=dict)
     reported_lost: set[NodeId] = field(default_factory=set)
+    attached: set[NodeId] = field(default_factory=set)  # parents told our Have over a live link
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     reporter: asyncio.Task[None] | None = None
@@ -126,8 +128,12 @@ class _Plan:
 class PayloadService:
     """Payload trees for one Node: ``send`` as a source; handlers for the payload messages."""
 
-    def __init__(self, node: Node, root: Path, *, quota_bytes: int | None = None) -> None:
+    def __init__(
+        self, node: Node, root: Path, *, quota_bytes: int | None = None, upload_bps: float | None = None
+    ) -> None:
         self.node = node
+        self.upload_bps = upload_bps
+        self._pace_t = 0.0
         self.store = ChunkStore(root, quota_bytes=quota_bytes)
         self.sessions: dict[bytes, _Session] = {}
         self.plans: dict[bytes, _Plan] = {}
@@ -156,8 +162,13 @@ class PayloadService:
         wait: bool = True,
         timeout: float | None = None,
         progress: Any = None,
+        star: bool = False,
     ) -> SendResult:
-        """Send the file at ``path`` to ``to`` (None: every authorised peer linked or registered here)."""
+        """Send the file at ``path`` to ``to`` (None: every authorised peer linked or registered here).
+
+        ``star`` sends one copy to every receiver straight from here (no relays): the
+        baseline that federated-learning frameworks use, for comparisons.
+        """
         node = self.node
         me = node.identity.node_id
         if not await asyncio.to_thread(path.is_file):
@@ -175,6 +186,8 @@ class PayloadService:
         if not receivers:
             raise NoRoute("no receivers: no authorised peer is linked or registered here (or name them with --to)")
         members = {r: self._member(r) for r in receivers}
+        if star:
+            members = {r: Member(r, m.upload_bps, False, m.lan_group) for r, m in members.items()}
         forest = await asyncio.to_thread(plan_forest, me, list(members.values()), stripes=stripes)
         addresses = {r: self._addresses(r) for r in receivers}
         addresses[me] = tuple(node.listen_urls)
@@ -187,11 +200,18 @@ class PayloadService:
             "payload %s: %d bytes to %d receivers in %d stripe(s)", pid.hex()[:12], manifest.size, len(receivers),
             forest.stripes,
         )  # fmt: skip
+        wire0 = self._wire_bytes_sent()
         await self._send_assigns(plan, receivers)
         t0 = time.monotonic()
         if wait:
             await self._wait(plan, timeout, progress)
-        return self._result(plan, time.monotonic() - t0)
+        res = self._result(plan, time.monotonic() - t0)
+        res.source_wire_bytes = self._wire_bytes_sent() - wire0
+        return res
+
+    def _wire_bytes_sent(self) -> int:
+        """Bytes this node has put on all its links (frames, records, encryption), for egress accounting."""
+        return sum(link.stats.bytes_sent for links in self.node.links.values() for link in links)
 
     def _receivers(self, to: list[NodeId] | None) -> list[NodeId]:
         node = self.node
@@ -214,10 +234,8 @@ class PayloadService:
         links = node.links.get(peer, [])
         kind = rec.network_kind if rec else (links[0].peer_hello.network_kind if links else "unknown")
         metered = rec.metered if rec else (links[0].peer_hello.metered if links else False)
-        relays = bool(links and "relay" in links[0].peer_hello.capabilities) or bool(
-            rec and "relay" in rec.capabilities
-        )
-        relay_ok = not metered and kind != "cellular" and (relays or not links)
+        # every unmetered, non-cellular receiver forwards payload chunks (DESIGN s.6: metered nodes are leaves)
+        relay_ok = not metered and kind != "cellular"
         upload = rec.upload_bps if rec else 0.0
         return Member(peer, upload_bps=upload, relay_ok=relay_ok, lan_group=rec.lan_group if rec else "")
 
@@ -432,9 +450,10 @@ class PayloadService:
         have = Have(s.pid, s.state.have_bitmap())
         told: set[NodeId] = set()
         for stripe, parent in list(s.parents.items()):
-            if parent is None or parent in told:
+            if parent is None or parent in told or (parent in s.attached and parent in self.node.links):
                 continue
             told.add(parent)
+            s.attached.add(parent)
             try:
                 link = await self.node.ensure_link(parent, s.parent_addrs.get(stripe, ()))
                 await link.send(Envelope(have, self.node.identity.node_id, destination=parent))
@@ -454,10 +473,13 @@ class PayloadService:
     async def _on_have(self, s: _Session, child: NodeId, h: Have) -> None:
         need = (s.manifest.chunk_count + 7) // 8
         bits = bytearray(h.bitmap[:need].ljust(need, b"\0"))
+        known = s.child_have.get(child)
+        if known is not None and child in s.pushers:
+            # a running pusher already tracks what it sent: only learn what the child got elsewhere
+            for i, b in enumerate(bits):
+                known[i] |= b
+            return
         s.child_have[child] = bits
-        task = s.pushers.pop(child, None)
-        if task is not None:
-            task.cancel()
         if any(child in kids for kids in s.children.values()):
             s.pushers[child] = asyncio.ensure_future(self._push(s, child))
 
@@ -503,6 +525,7 @@ class PayloadService:
                     if not links:
                         return  # the child re-sends Have when it links again
                     link = links[0]
+                    await self._pace(len(data))
                     await link.send(Envelope(Chunk(s.pid, i, data), me, destination=child))
                     bits[i >> 3] |= 1 << (i & 7) if i >> 3 < len(bits) else 0
                     s.bytes_sent += len(data)
@@ -518,6 +541,16 @@ class PayloadService:
         finally:
             if s.pushers.get(child) is asyncio.current_task():
                 del s.pushers[child]
+
+    async def _pace(self, n: int) -> None:
+        """Keep this node's payload upload under ``upload_bps`` (a phone's or a shared uplink's budget)."""
+        if not self.upload_bps:
+            return
+        now = time.monotonic()
+        self._pace_t = max(self._pace_t, now) + n / self.upload_bps
+        delay = self._pace_t - now - 0.05  # allow a 50 ms burst
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def _chunk(self, s: _Session, i: int) -> bytes | None:
         data = s.cache.get(i)
@@ -642,6 +675,7 @@ class PayloadService:
             if peer in plan.members and peer not in plan.dead and not plan.done.is_set():
                 self._spawn(self._replan(plan, peer, dead=True, why="its link to the source went down"))
         for s in self.sessions.values():
+            s.attached.discard(peer)
             if s.state is not None and not s.complete and peer in s.parents.values() and peer != s.source:
                 self._spawn(self._report(s, lost=peer))
 
