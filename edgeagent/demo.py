@@ -10,6 +10,12 @@ the result. Then the failure cases: a record
 signed by the wrong key is refused, a peer the domain has not authorised may
 ping but its object push is refused, and a dialler expecting another NodeId
 refuses the domain. The domain keeps serving throughout.
+
+Then a payload tree: a second domain sends an 8 MiB file to agent Nodes (a
+quarter of them on "cellular", metered) down a striped forest; the demo prints
+each tree with every node's network kind and the bytes it uploaded, and checks
+that the source sent one copy, cellular nodes uploaded nothing and every agent
+holds a byte-identical file.
 """
 
 from __future__ import annotations
@@ -127,6 +133,79 @@ async def _failures(url: str, domain_id: Any) -> dict[str, bool]:
     return out
 
 
+async def _tree_demo(tmp: Path, agents: int, size: int) -> dict[str, Any]:
+    """A domain sends ``size`` random bytes to ``agents`` agent Nodes down a payload tree."""
+    import hashlib
+    import os
+
+    from .links.base import LinkOptions as Opts
+
+    common: dict[str, Any] = {"allow": None, "link_probe_interval": 0}
+    domain = Node(
+        Identity.generate(), tmp / "tree-domain", NodeConfig(role="domain", listen=["ws://127.0.0.1:0"], **common)
+    )
+    await domain.start()
+    nodes: list[Node] = []
+    try:
+        for i in range(agents):
+            cellular = i % 4 == 3
+            opts = Opts(network_kind="cellular" if cellular else "wifi", metered=cellular)
+            n = Node(
+                Identity.generate(),
+                tmp / f"tree-agent-{i}",
+                NodeConfig(listen=["ws://127.0.0.1:0"], domain=domain.listen_urls[0], link=opts, **common),
+            )
+            await n.start()
+            nodes.append(n)
+        async with asyncio.timeout(TIMEOUT):
+            for n in nodes:
+                await n.registered.wait()
+        data = os.urandom(size)
+        path = tmp / "model.bin"
+        path.write_bytes(data)
+        result = await asyncio.wait_for(domain.payloads.send(path), TIMEOUT * 6)
+        want = hashlib.sha256(data).hexdigest()
+        identical = 0
+        for n in nodes:
+            done = [p for p in n.payloads.status() if p["complete"] and p.get("path")]
+            got = await asyncio.to_thread(Path(done[0]["path"]).read_bytes) if done else b""
+            if done and hashlib.sha256(got).hexdigest() == want:
+                identical += 1
+        forest = domain.payloads.plans[bytes.fromhex(result.payload_id)].forest
+        per = result.per_node
+        lines = []
+        for tree in forest.trees:
+            lines.append(f"stripe {tree.stripe}: source {domain.identity.node_id.short()} (domain)")
+
+            def walk(node: Any, depth: int, tree: Any = tree) -> None:
+                for child in tree.children.get(node, ()):
+                    info = per[str(child)]
+                    lines.append(
+                        f"{'  ' * depth}└─ {child.short()} {info['network_kind']:<8} "
+                        f"(uploads {info['bytes_uploaded'] / 2**20:5.2f} MiB over all stripes)"
+                    )
+                    walk(child, depth + 1)
+
+            walk(forest.source, 1)
+        return {
+            "size": size,
+            "receivers": result.receivers,
+            "completed": result.completed,
+            "identical": identical,
+            "stripes": result.stripes,
+            "seconds": result.seconds,
+            "source_bytes_sent": result.source_bytes_sent,
+            "source_copies": round(result.source_bytes_sent / size, 3),
+            "relayed_bytes": result.relayed_bytes,
+            "cellular_uploaded_bytes": result.cellular_uploaded_bytes,
+            "tree": lines,
+        }
+    finally:
+        for n in nodes:
+            await n.stop()
+        await domain.stop()
+
+
 async def run_demo(agents: int = 3, json_out: bool = False) -> int:
     idents = [Identity.generate() for _ in range(agents)]
     with tempfile.TemporaryDirectory(prefix="edgeagent-demo-") as tmp:
@@ -150,16 +229,23 @@ async def run_demo(agents: int = 3, json_out: bool = False) -> int:
             status = domain.status()
         finally:
             await domain.stop()
+        if not json_out:
+            print(f"payload tree: the domain sends 8 MiB to {max(agents, 4)} agents ...")
+        tree = await _tree_demo(Path(tmp), max(agents, 4), 8 << 20)
     ok = (
         all(r["peers_seen"] == agents - 1 for r in results)
         and all(failures.values())
         and all(r["worker"].endswith("[3.0, 5.0, 7.0]") for r in results)
+        and tree["identical"] == tree["receivers"]
+        and tree["source_bytes_sent"] == tree["size"]
+        and tree["cellular_uploaded_bytes"] == 0
     )
     summary = {
         "domain": str(domain.identity.node_id),
         "agents": results,
         "checks": failures,
         "domain_links_at_end": len(status["links"]),
+        "payload_tree": tree,
         "ok": ok,
     }
     if json_out:
@@ -174,5 +260,11 @@ async def run_demo(agents: int = 3, json_out: bool = False) -> int:
         print(f"worker round on the domain: {results[0]['worker']}")
         for name, passed in failures.items():
             print(f"{name.replace('_', ' ')}: {'yes' if passed else 'NO'}")
+        print("\n".join(tree["tree"]))
+        print(
+            f"payload tree: {tree['identical']}/{tree['receivers']} agents hold the identical 8 MiB file after "
+            f"{tree['seconds']} s; the source sent {tree['source_copies']} copies; relays uploaded "
+            f"{tree['relayed_bytes'] / 2**20:.1f} MiB, cellular agents {tree['cellular_uploaded_bytes']} bytes"
+        )
         print("demo ok" if ok else "demo FAILED")
     return 0 if ok else 1
