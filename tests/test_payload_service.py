@@ -1,0 +1,151 @@
+"""The payload-tree driver in one process: real nodes over loopback websockets, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeagent.exceptions import NoRoute, PayloadError
+from edgeagent.identity import Identity
+from edgeagent.links.base import LinkOptions
+from edgeagent.node import Node, NodeConfig
+from edgeagent.payload import make_manifest, payload_id
+from edgeagent.wire import Chunk, Envelope, Error, Have, Progress, TreeAssign
+
+COMMON: dict[str, Any] = {"allow": None, "link_probe_interval": 0, "route_tick": 0.2}
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Node, list[Node]]]:
+    """A domain and five agents; the last one on cellular (metered)."""
+    domain = Node(Identity.generate(), tmp_path / "d", NodeConfig(role="domain", listen=["ws://127.0.0.1:0"], **COMMON))
+    await domain.start()
+    agents = []
+    for i in range(5):
+        cell = i == 4
+        opts = LinkOptions(network_kind="cellular" if cell else "wifi", metered=cell)
+        a = Node(
+            Identity.generate(),
+            tmp_path / f"a{i}",
+            NodeConfig(listen=["ws://127.0.0.1:0"], domain=domain.listen_urls[0], link=opts, **COMMON),
+        )
+        await a.start()
+        agents.append(a)
+    async with asyncio.timeout(10):
+        for a in agents:
+            await a.registered.wait()
+    try:
+        yield domain, agents
+    finally:
+        for a in agents:
+            await a.stop()
+        await domain.stop()
+
+
+async def test_tree_delivers_once_and_cellular_is_a_leaf(fleet: tuple[Node, list[Node]], tmp_path: Path) -> None:
+    domain, agents = fleet
+    data = os.urandom(3 * 256 * 1024 + 1234)  # ragged last chunk
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    res = await asyncio.wait_for(domain.payloads.send(path), 30)
+    assert res.completed == res.receivers == 5 and not res.failed
+    assert res.source_bytes_sent == len(data)  # one copy
+    cell = str(agents[4].identity.node_id)
+    assert res.per_node[cell]["bytes_uploaded"] == 0 and not res.per_node[cell]["relay_ok"]
+    assert res.cellular_uploaded_bytes == 0
+    forest = domain.payloads.plans[bytes.fromhex(res.payload_id)].forest
+    assert all(not t.children.get(agents[4].identity.node_id) for t in forest.trees)
+    want = hashlib.sha256(data).hexdigest()
+    for a in agents:
+        st = a.status()["payloads"]
+        assert len(st) == 1 and st[0]["complete"] and st[0]["size"] == len(data)
+        assert {"id", "size", "have_bytes", "complete", "path"} <= st[0].keys()
+        assert hashlib.sha256(Path(st[0]["path"]).read_bytes()).hexdigest() == want  # noqa: ASYNC240
+    src = [p for p in domain.status()["payloads"] if p["role"] == "source"]
+    assert src and src[0]["bytes_sent"] == len(data)
+
+
+async def test_bad_input_is_refused_and_the_node_keeps_serving(fleet: tuple[Node, list[Node]], tmp_path: Path) -> None:
+    domain, agents = fleet
+    a = agents[0]
+    me = domain.identity.node_id
+    link = a.links[me][0]
+    # a forged manifest (signed by someone else than its origin) is refused with an Error
+    path = tmp_path / "x.bin"
+    path.write_bytes(os.urandom(1000))
+    good = make_manifest(path, domain.identity, created_ms=int(time.time() * 1000))
+    forged = dataclasses.replace(good, size=good.size)  # same fields...
+    forged = dataclasses.replace(forged, origin=Identity.generate().node_id)  # ...claimed by another origin
+    pid = payload_id(forged)
+    assign = TreeAssign(pid, 0, 1, me, (), None, forged, tuple(domain.listen_urls))
+    env = Envelope(assign, me, destination=a.identity.node_id)
+    fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+    domain._pending[env.msg_id] = fut
+    await domain.links[a.identity.node_id][0].send(env)
+    err = (await asyncio.wait_for(fut, 5)).body
+    assert isinstance(err, Error) and "refused" in err.reason
+    assert pid not in a.payloads.sessions
+    # chunks and haves for unknown payloads are dropped quietly
+    await link.send(Envelope(Chunk(b"\x01" * 32, 0, b"junk"), me, destination=a.identity.node_id))
+    await link.send(Envelope(Have(b"\x02" * 32, b"\xff"), me, destination=a.identity.node_id))
+    # still serving: a real payload goes through afterwards
+    data = os.urandom(300_000)
+    path2 = tmp_path / "y.bin"
+    path2.write_bytes(data)
+    res = await asyncio.wait_for(domain.payloads.send(path2, [a.identity.node_id]), 20)
+    assert res.completed == 1
+
+
+async def test_corrupt_chunk_is_caught_and_reported(fleet: tuple[Node, list[Node]], tmp_path: Path) -> None:
+    domain, agents = fleet
+    a, b = agents[0], agents[1]
+    data = os.urandom(2 * 256 * 1024)
+    path = tmp_path / "z.bin"
+    path.write_bytes(data)
+    m = make_manifest(path, domain.identity, created_ms=1)
+    pid = payload_id(m)
+    me = domain.identity.node_id
+    # the domain assigns a payload to a with b as its parent; b (not the source) then sends a bad chunk
+    await domain.send(a.identity.node_id, TreeAssign(pid, 0, 1, b.identity.node_id, (), None, m, tuple(b.listen_urls)))
+    await asyncio.sleep(0.3)
+    reports: list[Progress] = []
+    original = domain.payloads.on_progress
+
+    async def spy(link: Any, env: Envelope) -> None:
+        if isinstance(env.body, Progress) and env.body.payload_id == pid:
+            reports.append(env.body)
+        await original(link, env)
+
+    domain.handlers[Progress] = spy
+    link_ba = await b.ensure_link(a.identity.node_id, tuple(a.listen_urls))
+    bad = bytes([data[0] ^ 1]) + data[1 : 256 * 1024]
+    await link_ba.send(Envelope(Chunk(pid, 0, bad), b.identity.node_id, destination=a.identity.node_id))
+    deadline = time.monotonic() + 5
+    while not any(r.bad_parent == b.identity.node_id for r in reports) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert any(r.bad_parent == b.identity.node_id and r.bad_chunks >= 1 for r in reports)
+    s = a.payloads.sessions[pid]
+    assert s.state is not None and not s.state.has(0) and s.bad_chunks == 1
+    assert me in a.links  # nothing was torn down
+
+
+async def test_send_errors(fleet: tuple[Node, list[Node]], tmp_path: Path) -> None:
+    domain, _ = fleet
+    with pytest.raises(PayloadError, match="not a readable file"):
+        await domain.payloads.send(tmp_path / "missing.bin")
+    lonely = Node(Identity.generate(), tmp_path / "lonely", NodeConfig(**COMMON))
+    await lonely.start()
+    try:
+        (tmp_path / "f.bin").write_bytes(b"x" * 10)
+        with pytest.raises(NoRoute, match="no receivers"):
+            await lonely.payloads.send(tmp_path / "f.bin")
+    finally:
+        await lonely.stop()
