@@ -147,6 +147,8 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         hop_report_interval=cfg.routing.hop_report_interval,
         payload_upload_bps=cfg.payload.upload_mbit * 1e6 / 8 if cfg.payload.upload_mbit else None,
         payload_quota=cfg.payload.quota_mb << 20 if cfg.payload.quota_mb else None,
+        fl_job=_job(args),
+        fl_data=Path(args.data) if getattr(args, "data", None) else None,
     )
     node = Node(ident, state, config)
     await node.start()
@@ -161,6 +163,16 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     await stop.wait()
     await node.stop()
     return 0
+
+
+def _job(args: argparse.Namespace) -> Any:
+    if not getattr(args, "job", None):
+        return None
+    try:
+        from .fl import load_job
+    except ImportError:
+        raise ConfigError("--job needs numpy: pip install 'edgeagent[fl]'") from None
+    return load_job(Path(args.job))
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
@@ -397,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("domain", help="run a domain node (authorises devices, forwards between them)")
     node_opts(sp)
+    sp.add_argument("--job", metavar="FILE", help="run this federated-learning job (see configs/job.example.toml)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("run", help="run a device node")
     node_opts(sp)
@@ -405,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--relay", action="store_true", help="forward messages for authorised peers while unmetered ([routing] relay)"
     )
+    sp.add_argument("--data", metavar="FILE", help="local training data for federated jobs (.npz with x and y)")
     sp.set_defaults(func=cmd_run)
     sp = sub.add_parser("ping", help="link to a node (real handshake) and measure round-trip time")
     sp.add_argument("url", help="ws:// or wss:// URL of the node")

@@ -40,6 +40,8 @@ from .wire import (
     ErrorCode,
     Have,
     HopReport,
+    JobAdvert,
+    JoinRequest,
     Message,
     NodeId,
     Offer,
@@ -47,12 +49,15 @@ from .wire import (
     PeerRecord,
     Progress,
     Response,
+    RoundResult,
+    RoundStart,
     Route,
     RouteReply,
     RouteRequest,
     StreamAck,
     StreamData,
     TreeAssign,
+    Update,
 )
 from .worker import WORKER_MESSAGES, ObjectStore, Permissions, Worker
 
@@ -103,6 +108,8 @@ class NodeConfig:
     stream_max_bytes: int = 64 << 30  # largest stream this node accepts
     payload_quota: int | None = None  # bytes the payload store may hold (None: no limit)
     payload_upload_bps: float | None = None  # cap on this node's payload upload, bytes/s (None: none)
+    fl_job: Any = None  # fl.JobSpec: the federated-learning job this domain runs
+    fl_data: Path | None = None  # a device's local training data (.npz with x and y)
 
 
 class Node:
@@ -183,6 +190,28 @@ class Node:
             self, state_dir / "payloads", quota_bytes=config.payload_quota, upload_bps=config.payload_upload_bps
         )
         self.payloads.peers = payload_peers
+        self.fl_domain: Any = None
+        self.fl_device: Any = None
+        if config.fl_job is not None:
+            from .fl import FlDomain
+
+            self.fl_domain = FlDomain(self, config.fl_job)
+        elif config.role != "domain":
+            try:
+                from .fl import FlDevice
+
+                self.fl_device = FlDevice(self, config.fl_data)
+            except ImportError:  # numpy missing: this device cannot train (install the fl extra)
+                log.info("federated learning off: numpy is not installed (pip install 'edgeagent[fl]')")
+        self.handlers.update(
+            {
+                JobAdvert: self._fl("on_advert", device=True),
+                JoinRequest: self._fl("on_join", device=False),
+                RoundStart: self._fl("on_round_start", device=True),
+                RoundResult: self._fl("on_result", device=True),
+                Update: self._on_update,
+            }
+        )
         self.handlers.update(
             {
                 TreeAssign: self._guard(self.payloads.on_assign),
@@ -215,6 +244,8 @@ class Node:
         if self.config.net_probe is not None:
             self._spawn(self._watch_network())
         self._spawn(self._route_loop())
+        if self.fl_domain is not None:
+            self.fl_domain.start()
         await self._start_control()
         (self.state_dir / "node.json").write_text(
             json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
@@ -259,6 +290,10 @@ class Node:
                 fut.cancel()
         self.streams.close()
         self.payloads.close()
+        if self.fl_domain is not None:
+            await self.fl_domain.stop()
+        if self.fl_device is not None:
+            self.fl_device.close()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -343,6 +378,8 @@ class Node:
                 self.links.pop(link.peer, None)
                 if not self._stopped.is_set():
                     self.payloads.on_link_down(link.peer)
+                    if self.fl_device is not None:
+                        self.fl_device.on_link_down(link.peer)
             lid = self._link_ids.pop(id(link), None)
             if lid is not None:
                 self._by_link_id.pop(lid, None)
@@ -645,6 +682,23 @@ class Node:
             await handler(link, env)
 
         return run
+
+    def _fl(self, name: str, *, device: bool) -> _Handler:
+        async def run(link: Link, env: Envelope) -> None:
+            target = self.fl_device if device else self.fl_domain
+            if target is not None:
+                await getattr(target, name)(link, env)
+            elif env.reply_to is None:
+                reason = "no federated-learning job here" if not device else "this node does not train"
+                await link.send(env.reply(Error(ErrorCode.UNSUPPORTED, reason), self.identity.node_id))
+
+        return run
+
+    async def _on_update(self, link: Link, env: Envelope) -> None:
+        if self.fl_domain is not None:
+            await self.fl_domain.on_update(link, env)
+        elif self.fl_device is not None:
+            await self.fl_device.on_update(link, env)
 
     def authorised(self, node: NodeId) -> bool:
         """Whether ``node`` is authorised here (allow list, open mode, or a domain of this node)."""
@@ -1128,6 +1182,9 @@ class Node:
             "bytes_received_total": received,
             "payloads": self.payloads.status(),
             "payload_bytes_sent_by_kind": dict(self.payloads.sent_by_kind),
+            "fl": self.fl_domain.status()
+            if self.fl_domain is not None
+            else (self.fl_device.status() if self.fl_device is not None else None),
             "streams": [s.to_json() for s in self.streams.inbound.values()],
             "routing": {
                 "hops": len(self.router.table),

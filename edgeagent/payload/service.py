@@ -123,6 +123,8 @@ class _Plan:
     repairs: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    wire0: int = 0
+    t0: float = 0.0
 
 
 class PayloadService:
@@ -169,6 +171,19 @@ class PayloadService:
         ``star`` sends one copy to every receiver straight from here (no relays): the
         baseline that federated-learning frameworks use, for comparisons.
         """
+        pid = await self.start(path, to, chunk_size=chunk_size, stripes=stripes, star=star)
+        return await self.wait(pid, timeout if wait else 0.0, progress)
+
+    async def start(
+        self,
+        path: Path,
+        to: list[NodeId] | None = None,
+        *,
+        chunk_size: int = 256 * 1024,
+        stripes: int | None = None,
+        star: bool = False,
+    ) -> bytes:
+        """Hash, plan and assign; returns the payload id once every receiver has its TreeAssigns."""
         node = self.node
         me = node.identity.node_id
         if not await asyncio.to_thread(path.is_file):
@@ -194,19 +209,24 @@ class PayloadService:
         session = _Session(pid, manifest, me, None, src_path=path, stripes=forest.stripes)
         self.sessions[pid] = session
         plan = _Plan(session, forest, members, addresses)
+        plan.wire0 = self._wire_bytes_sent()
+        plan.t0 = time.monotonic()
         self.plans[pid] = plan
         self._adopt_source_tree(plan)
         log.info(
             "payload %s: %d bytes to %d receivers in %d stripe(s)", pid.hex()[:12], manifest.size, len(receivers),
             forest.stripes,
         )  # fmt: skip
-        wire0 = self._wire_bytes_sent()
         await self._send_assigns(plan, receivers)
-        t0 = time.monotonic()
-        if wait:
+        return pid
+
+    async def wait(self, pid: bytes, timeout: float | None = None, progress: Any = None) -> SendResult:
+        """Wait until every live receiver of ``pid`` holds it (or ``timeout``); the result so far."""
+        plan = self.plans[pid]
+        if timeout is None or timeout > 0:
             await self._wait(plan, timeout, progress)
-        res = self._result(plan, time.monotonic() - t0)
-        res.source_wire_bytes = self._wire_bytes_sent() - wire0
+        res = self._result(plan, time.monotonic() - plan.t0)
+        res.source_wire_bytes = self._wire_bytes_sent() - plan.wire0
         return res
 
     def _wire_bytes_sent(self) -> int:
