@@ -81,9 +81,10 @@ class _RoundState:
 class FlDomain:
     """Runs one job from a job file on a domain node."""
 
-    def __init__(self, node: Node, spec: JobSpec) -> None:
+    def __init__(self, node: Node, spec: JobSpec, *, star: bool = False) -> None:
         self.node = node
         self.spec = spec
+        self.star = star  # baseline: the model to every device from here, every update straight back
         self.dir = node.state_dir / "fl" / spec.id
         self.plan = load_plan(spec.plan)
         self.joined: dict[NodeId, int] = {}  # device -> samples
@@ -193,22 +194,24 @@ class FlDomain:
         spec = self.spec
         me = self.node.identity.node_id
         path = self.dir / f"model-{r}.npz"
-        await asyncio.to_thread(path.write_bytes, model_bytes(self.params))
+        blob = model_bytes(self.params)
+        await asyncio.to_thread(path.write_bytes, blob)
+        sent0, recv0 = self._wire()
         rs = _RoundState(r, participants, RoundSum(spec.id, r))
         self.round = rs
         deadline_wall = time.time() + spec.round_deadline_s
         deadline = time.monotonic() + spec.round_deadline_s
-        pid = await self.node.payloads.start(path, list(participants))
+        pid = await self.node.payloads.start(path, list(participants), star=self.star)
         send = asyncio.ensure_future(self.node.payloads.wait(pid, spec.round_deadline_s))
         forest = self.node.payloads.plans[pid].forest
         tree = forest.trees[0]  # updates go up the first tree of the model's forest
         step = max(MIN_STEP_S, spec.round_deadline_s * 0.05)
         for n in participants:
-            parent = tree.parent.get(n, me)
-            depth = _depth(tree, n)
+            parent = me if self.star else tree.parent.get(n, me)
+            depth = 1 if self.star else _depth(tree, n)
             send_by = int((deadline_wall - step * max(0, depth - 1)) * 1000)  # deeper nodes send earlier
             hyper = {**spec.hyperparams, "_send_by_ms": send_by, "_step_ms": int(step * 1000), "seed": spec.seed + r}
-            kids = tuple(c for c in tree.children.get(n, ()) if c in participants)
+            kids = () if self.star else tuple(c for c in tree.children.get(n, ()) if c in participants)
             start = RoundStart(spec.id, r, pid, int(deadline_wall * 1000), parent, kids, hyper)
             try:
                 await self.node.send(n, start)
@@ -238,8 +241,12 @@ class FlDomain:
         metrics = rs.sums.mean_metrics()
         if self.test is not None:
             metrics.update({f"test_{k}": v for k, v in self.plan.evaluate(self.params, *self.test).items()})
+        sent1, recv1 = self._wire()
         entry = {
             "round": r,
+            "model_bytes": len(blob),
+            "domain_bytes_sent": sent1 - sent0,
+            "domain_bytes_received": recv1 - recv0,
             "participants": got,
             "dropped": dropped,
             "metrics": metrics,
@@ -272,6 +279,10 @@ class FlDomain:
             log.info("job %s round %d: refused an update from %s (overlap or mismatch)", self.spec.id, rs.number,
                      env.source)  # fmt: skip
         rs.updated.set()
+
+    def _wire(self) -> tuple[int, int]:
+        links = [lk for lks in self.node.links.values() for lk in lks]
+        return sum(lk.stats.bytes_sent for lk in links), sum(lk.stats.bytes_received for lk in links)
 
     def status(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
