@@ -35,6 +35,7 @@ from .wire import (
     Candidate,
     Chunk,
     ChunkRequest,
+    Deliver,
     Envelope,
     Error,
     ErrorCode,
@@ -48,6 +49,8 @@ from .wire import (
     PeerList,
     PeerRecord,
     Progress,
+    PubAck,
+    Publish,
     Response,
     RoundResult,
     RoundStart,
@@ -56,7 +59,9 @@ from .wire import (
     RouteRequest,
     StreamAck,
     StreamData,
+    Subscribe,
     TreeAssign,
+    Unsubscribe,
     Update,
 )
 from .worker import WORKER_MESSAGES, ObjectStore, Permissions, Worker
@@ -190,6 +195,18 @@ class Node:
             self, state_dir / "payloads", quota_bytes=config.payload_quota, upload_bps=config.payload_upload_bps
         )
         self.payloads.peers = payload_peers
+        from .pubsub import PubSub
+
+        self.pubsub = PubSub(self, state_dir / "pubsub.json")
+        self.handlers.update(
+            {
+                Publish: self.pubsub.on_publish,
+                PubAck: self.pubsub.on_puback,
+                Subscribe: self.pubsub.on_subscribe,
+                Unsubscribe: self.pubsub.on_unsubscribe,
+                Deliver: self.pubsub.on_deliver,
+            }
+        )
         self.fl_domain: Any = None
         self.fl_device: Any = None
         if config.fl_job is not None:
@@ -290,6 +307,7 @@ class Node:
                 fut.cancel()
         self.streams.close()
         self.payloads.close()
+        self.pubsub.close()
         if self.fl_domain is not None:
             await self.fl_domain.stop()
         if self.fl_device is not None:
@@ -349,6 +367,8 @@ class Node:
         self._spawn(self._serve(link))
         self._spawn(self._first_ping(link))
         self.payloads.on_link_up(link.peer)
+        if link.peer == self.pubsub.home():
+            self.pubsub.on_home_link()
 
     async def _first_ping(self, link: Link) -> None:
         """Measure a new link's RTT at once (routing would otherwise rely on priors until the keepalive)."""
@@ -378,6 +398,7 @@ class Node:
                 self.links.pop(link.peer, None)
                 if not self._stopped.is_set():
                     self.payloads.on_link_down(link.peer)
+                    self.pubsub.on_link_down(link.peer)
                     if self.fl_device is not None:
                         self.fl_device.on_link_down(link.peer)
             lid = self._link_ids.pop(id(link), None)
@@ -699,6 +720,14 @@ class Node:
             await self.fl_domain.on_update(link, env)
         elif self.fl_device is not None:
             await self.fl_device.on_update(link, env)
+
+    def subscribe(self, topic: str, *, maxsize: int = 4096) -> Any:
+        """``async with node.subscribe(topic) as sub: async for msg in sub`` (see ``edgeagent.pubsub``)."""
+        return self.pubsub.subscribe(topic, maxsize=maxsize)
+
+    async def publish(self, topic: str, value: Any) -> int:
+        """Publish ``value`` on ``topic`` (at-least-once to every subscriber); returns its sequence number."""
+        return await self.pubsub.publish(topic, value)
 
     def authorised(self, node: NodeId) -> bool:
         """Whether ``node`` is authorised here (allow list, open mode, or a domain of this node)."""
@@ -1182,6 +1211,7 @@ class Node:
             "bytes_received_total": received,
             "payloads": self.payloads.status(),
             "payload_bytes_sent_by_kind": dict(self.payloads.sent_by_kind),
+            "pubsub": self.pubsub.status(),
             "fl": self.fl_domain.status()
             if self.fl_domain is not None
             else (self.fl_device.status() if self.fl_device is not None else None),

@@ -2,6 +2,7 @@ from edgeagent.v1 import discovery_pb2 as _discovery_pb2
 from edgeagent.v1 import fl_pb2 as _fl_pb2
 from edgeagent.v1 import link_pb2 as _link_pb2
 from edgeagent.v1 import payload_pb2 as _payload_pb2
+from edgeagent.v1 import pubsub_pb2 as _pubsub_pb2
 from edgeagent.v1 import route_pb2 as _route_pb2
 from edgeagent.v1 import signalling_pb2 as _signalling_pb2
 from edgeagent.v1 import stream_pb2 as _stream_pb2
@@ -14,7 +15,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("version", "msg_id", "source", "destination", "route", "reply_to", "ttl", "hello", "ping", "pong", "close", "response", "error", "credit", "operation", "object_message", "object_request_message", "is_none_message", "get_shape_message", "force_object_delete_message", "search_message", "plan_command_message", "renew_lease_message", "peer_record", "peer_list", "route_request", "route_reply", "hop_report", "offer", "answer", "candidate", "manifest", "tree_assign", "chunk", "chunk_request", "have", "progress", "stream_data", "stream_ack", "job_advert", "join_request", "join_reply", "round_start", "update", "round_result")
+    __slots__ = ("version", "msg_id", "source", "destination", "route", "reply_to", "ttl", "hello", "ping", "pong", "close", "response", "error", "credit", "operation", "object_message", "object_request_message", "is_none_message", "get_shape_message", "force_object_delete_message", "search_message", "plan_command_message", "renew_lease_message", "peer_record", "peer_list", "route_request", "route_reply", "hop_report", "offer", "answer", "candidate", "manifest", "tree_assign", "chunk", "chunk_request", "have", "progress", "stream_data", "stream_ack", "streamed_object", "job_advert", "join_request", "join_reply", "round_start", "update", "round_result", "subscribe", "unsubscribe", "publish", "pub_ack", "deliver")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MSG_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -54,12 +55,18 @@ class Envelope(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     STREAM_DATA_FIELD_NUMBER: _ClassVar[int]
     STREAM_ACK_FIELD_NUMBER: _ClassVar[int]
+    STREAMED_OBJECT_FIELD_NUMBER: _ClassVar[int]
     JOB_ADVERT_FIELD_NUMBER: _ClassVar[int]
     JOIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     JOIN_REPLY_FIELD_NUMBER: _ClassVar[int]
     ROUND_START_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     ROUND_RESULT_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    PUB_ACK_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_FIELD_NUMBER: _ClassVar[int]
     version: int
     msg_id: int
     source: bytes
@@ -99,10 +106,16 @@ class Envelope(_message.Message):
     progress: _payload_pb2.Progress
     stream_data: _stream_pb2.StreamData
     stream_ack: _stream_pb2.StreamAck
+    streamed_object: _stream_pb2.StreamedObject
     job_advert: _fl_pb2.JobAdvert
     join_request: _fl_pb2.JoinRequest
     join_reply: _fl_pb2.JoinReply
     round_start: _fl_pb2.RoundStart
     update: _fl_pb2.Update
     round_result: _fl_pb2.RoundResult
-    def __init__(self, version: _Optional[int] = ..., msg_id: _Optional[int] = ..., source: _Optional[bytes] = ..., destination: _Optional[bytes] = ..., route: _Optional[_Union[_route_pb2.Route, _Mapping]] = ..., reply_to: _Optional[int] = ..., ttl: _Optional[int] = ..., hello: _Optional[_Union[_link_pb2.Hello, _Mapping]] = ..., ping: _Optional[_Union[_link_pb2.Ping, _Mapping]] = ..., pong: _Optional[_Union[_link_pb2.Pong, _Mapping]] = ..., close: _Optional[_Union[_link_pb2.Close, _Mapping]] = ..., response: _Optional[_Union[_link_pb2.Response, _Mapping]] = ..., error: _Optional[_Union[_link_pb2.Error, _Mapping]] = ..., credit: _Optional[_Union[_link_pb2.Credit, _Mapping]] = ..., operation: _Optional[_Union[_worker_pb2.Operation, _Mapping]] = ..., object_message: _Optional[_Union[_worker_pb2.ObjectMessage, _Mapping]] = ..., object_request_message: _Optional[_Union[_worker_pb2.ObjectRequestMessage, _Mapping]] = ..., is_none_message: _Optional[_Union[_worker_pb2.IsNoneMessage, _Mapping]] = ..., get_shape_message: _Optional[_Union[_worker_pb2.GetShapeMessage, _Mapping]] = ..., force_object_delete_message: _Optional[_Union[_worker_pb2.ForceObjectDeleteMessage, _Mapping]] = ..., search_message: _Optional[_Union[_worker_pb2.SearchMessage, _Mapping]] = ..., plan_command_message: _Optional[_Union[_worker_pb2.PlanCommandMessage, _Mapping]] = ..., renew_lease_message: _Optional[_Union[_worker_pb2.RenewLeaseMessage, _Mapping]] = ..., peer_record: _Optional[_Union[_discovery_pb2.PeerRecord, _Mapping]] = ..., peer_list: _Optional[_Union[_discovery_pb2.PeerList, _Mapping]] = ..., route_request: _Optional[_Union[_discovery_pb2.RouteRequest, _Mapping]] = ..., route_reply: _Optional[_Union[_discovery_pb2.RouteReply, _Mapping]] = ..., hop_report: _Optional[_Union[_discovery_pb2.HopReport, _Mapping]] = ..., offer: _Optional[_Union[_signalling_pb2.Offer, _Mapping]] = ..., answer: _Optional[_Union[_signalling_pb2.Answer, _Mapping]] = ..., candidate: _Optional[_Union[_signalling_pb2.Candidate, _Mapping]] = ..., manifest: _Optional[_Union[_payload_pb2.Manifest, _Mapping]] = ..., tree_assign: _Optional[_Union[_payload_pb2.TreeAssign, _Mapping]] = ..., chunk: _Optional[_Union[_payload_pb2.Chunk, _Mapping]] = ..., chunk_request: _Optional[_Union[_payload_pb2.ChunkRequest, _Mapping]] = ..., have: _Optional[_Union[_payload_pb2.Have, _Mapping]] = ..., progress: _Optional[_Union[_payload_pb2.Progress, _Mapping]] = ..., stream_data: _Optional[_Union[_stream_pb2.StreamData, _Mapping]] = ..., stream_ack: _Optional[_Union[_stream_pb2.StreamAck, _Mapping]] = ..., job_advert: _Optional[_Union[_fl_pb2.JobAdvert, _Mapping]] = ..., join_request: _Optional[_Union[_fl_pb2.JoinRequest, _Mapping]] = ..., join_reply: _Optional[_Union[_fl_pb2.JoinReply, _Mapping]] = ..., round_start: _Optional[_Union[_fl_pb2.RoundStart, _Mapping]] = ..., update: _Optional[_Union[_fl_pb2.Update, _Mapping]] = ..., round_result: _Optional[_Union[_fl_pb2.RoundResult, _Mapping]] = ...) -> None: ...
+    subscribe: _pubsub_pb2.Subscribe
+    unsubscribe: _pubsub_pb2.Unsubscribe
+    publish: _pubsub_pb2.Publish
+    pub_ack: _pubsub_pb2.PubAck
+    deliver: _pubsub_pb2.Deliver
+    def __init__(self, version: _Optional[int] = ..., msg_id: _Optional[int] = ..., source: _Optional[bytes] = ..., destination: _Optional[bytes] = ..., route: _Optional[_Union[_route_pb2.Route, _Mapping]] = ..., reply_to: _Optional[int] = ..., ttl: _Optional[int] = ..., hello: _Optional[_Union[_link_pb2.Hello, _Mapping]] = ..., ping: _Optional[_Union[_link_pb2.Ping, _Mapping]] = ..., pong: _Optional[_Union[_link_pb2.Pong, _Mapping]] = ..., close: _Optional[_Union[_link_pb2.Close, _Mapping]] = ..., response: _Optional[_Union[_link_pb2.Response, _Mapping]] = ..., error: _Optional[_Union[_link_pb2.Error, _Mapping]] = ..., credit: _Optional[_Union[_link_pb2.Credit, _Mapping]] = ..., operation: _Optional[_Union[_worker_pb2.Operation, _Mapping]] = ..., object_message: _Optional[_Union[_worker_pb2.ObjectMessage, _Mapping]] = ..., object_request_message: _Optional[_Union[_worker_pb2.ObjectRequestMessage, _Mapping]] = ..., is_none_message: _Optional[_Union[_worker_pb2.IsNoneMessage, _Mapping]] = ..., get_shape_message: _Optional[_Union[_worker_pb2.GetShapeMessage, _Mapping]] = ..., force_object_delete_message: _Optional[_Union[_worker_pb2.ForceObjectDeleteMessage, _Mapping]] = ..., search_message: _Optional[_Union[_worker_pb2.SearchMessage, _Mapping]] = ..., plan_command_message: _Optional[_Union[_worker_pb2.PlanCommandMessage, _Mapping]] = ..., renew_lease_message: _Optional[_Union[_worker_pb2.RenewLeaseMessage, _Mapping]] = ..., peer_record: _Optional[_Union[_discovery_pb2.PeerRecord, _Mapping]] = ..., peer_list: _Optional[_Union[_discovery_pb2.PeerList, _Mapping]] = ..., route_request: _Optional[_Union[_discovery_pb2.RouteRequest, _Mapping]] = ..., route_reply: _Optional[_Union[_discovery_pb2.RouteReply, _Mapping]] = ..., hop_report: _Optional[_Union[_discovery_pb2.HopReport, _Mapping]] = ..., offer: _Optional[_Union[_signalling_pb2.Offer, _Mapping]] = ..., answer: _Optional[_Union[_signalling_pb2.Answer, _Mapping]] = ..., candidate: _Optional[_Union[_signalling_pb2.Candidate, _Mapping]] = ..., manifest: _Optional[_Union[_payload_pb2.Manifest, _Mapping]] = ..., tree_assign: _Optional[_Union[_payload_pb2.TreeAssign, _Mapping]] = ..., chunk: _Optional[_Union[_payload_pb2.Chunk, _Mapping]] = ..., chunk_request: _Optional[_Union[_payload_pb2.ChunkRequest, _Mapping]] = ..., have: _Optional[_Union[_payload_pb2.Have, _Mapping]] = ..., progress: _Optional[_Union[_payload_pb2.Progress, _Mapping]] = ..., stream_data: _Optional[_Union[_stream_pb2.StreamData, _Mapping]] = ..., stream_ack: _Optional[_Union[_stream_pb2.StreamAck, _Mapping]] = ..., streamed_object: _Optional[_Union[_stream_pb2.StreamedObject, _Mapping]] = ..., job_advert: _Optional[_Union[_fl_pb2.JobAdvert, _Mapping]] = ..., join_request: _Optional[_Union[_fl_pb2.JoinRequest, _Mapping]] = ..., join_reply: _Optional[_Union[_fl_pb2.JoinReply, _Mapping]] = ..., round_start: _Optional[_Union[_fl_pb2.RoundStart, _Mapping]] = ..., update: _Optional[_Union[_fl_pb2.Update, _Mapping]] = ..., round_result: _Optional[_Union[_fl_pb2.RoundResult, _Mapping]] = ..., subscribe: _Optional[_Union[_pubsub_pb2.Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[_pubsub_pb2.Unsubscribe, _Mapping]] = ..., publish: _Optional[_Union[_pubsub_pb2.Publish, _Mapping]] = ..., pub_ack: _Optional[_Union[_pubsub_pb2.PubAck, _Mapping]] = ..., deliver: _Optional[_Union[_pubsub_pb2.Deliver, _Mapping]] = ...) -> None: ...

@@ -1,5 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -33,3 +35,21 @@ class StreamAck(_message.Message):
     complete: bool
     error: str
     def __init__(self, stream_id: _Optional[bytes] = ..., offset: _Optional[int] = ..., gap: _Optional[bool] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StreamedObject(_message.Message):
+    __slots__ = ("stream_id", "obj_id", "dtype", "shape", "tags", "description", "lease_ms")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJ_ID_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: bytes
+    obj_id: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    lease_ms: int
+    def __init__(self, stream_id: _Optional[bytes] = ..., obj_id: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...

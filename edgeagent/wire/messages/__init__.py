@@ -6,8 +6,9 @@ from .discovery import HopReport, PeerList, PeerRecord, RouteReply, RouteRequest
 from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, RoundStart, Update
 from .link import Close, Credit, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
 from .payload import HASH_SIZES, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
+from .pubsub import Deliver, PubAck, PubEntry, Publish, Subscribe, Unsubscribe
 from .signalling import Answer, Candidate, Offer
-from .stream import StreamAck, StreamData
+from .stream import StreamAck, StreamData, StreamedObject
 from .worker import (
     ForceObjectDeleteMessage,
     GetShapeMessage,
@@ -22,6 +23,13 @@ from .worker import (
 )
 
 __all__ = [
+    "StreamedObject",
+    "Unsubscribe",
+    "Subscribe",
+    "Publish",
+    "PubEntry",
+    "PubAck",
+    "Deliver",
     "HASH_SIZES",
     "Answer",
     "Candidate",

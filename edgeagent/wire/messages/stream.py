@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..schema import BOOL, BYTES, STR, U64, Message, fld, message
+from ..schema import BOOL, BYTES, STR, U32, U64, Message, Rep, fld, message
 
-__all__ = ["StreamAck", "StreamData"]
+__all__ = ["StreamAck", "StreamData", "StreamedObject"]
 
 
 @message(72)
@@ -36,3 +36,20 @@ class StreamAck(Message):
     gap: bool = fld(3, BOOL, "data past offset arrived before offset: resend from offset", default=False)
     complete: bool = fld(4, BOOL, "the whole stream is stored", default=False)
     error: str = fld(5, STR, "non-empty: the receiver refuses the stream (the reason)", default="")
+
+
+@message(74)
+@dataclass(frozen=True, slots=True)
+class StreamedObject(Message):
+    """Store a stream this node received from the sender as a worker object (large ObjectMessages go as streams).
+
+    Answered like an ObjectMessage (Response with the id, or Error); the same rights apply.
+    """
+
+    stream_id: bytes = fld(1, BYTES, "the completed stream holding the object's bytes")
+    obj_id: str = fld(2, STR, "the object's id")
+    dtype: str = fld(3, STR, 'tensor dtype, or "" for raw bytes', default="")
+    shape: tuple[int, ...] = fld(4, Rep(U64), "tensor shape (with dtype)")
+    tags: tuple[str, ...] = fld(5, Rep(STR), "search tags")
+    description: str = fld(6, STR, "free text", default="")
+    lease_ms: int = fld(7, U32, "lease in ms (0: the node's default)", default=0)

@@ -1,0 +1,515 @@
+"""Pub-sub topics: publishers send to the topic's home (the domain), the home fans out to subscribers.
+
+Guarantees and policies:
+
+* **At-least-once, each message once to the application.** A publisher keeps
+  what its home has not acknowledged (``PubAck``) and sends it again after a
+  reconnect; the home drops what it already holds (sequence numbers per
+  publisher and topic). A subscriber drops duplicates by (publisher, seq).
+* **Per-publisher order.** Sequence numbers are consecutive per publisher and
+  topic; a subscriber delivers them in order, holding back (bounded) what
+  arrives after a gap and asking the home to replay from retention.
+* **Retention.** The home keeps the last ``retain_count`` messages of each
+  topic for ``retain_s`` seconds. A subscriber that reconnects (or restarts
+  with the same state directory) subscribes again with the last sequence
+  number it saw from each publisher and is sent what it missed, if retained.
+* **Slow subscribers.** The home queues at most ``queue_max`` messages per
+  subscriber; when a subscriber falls further behind, the oldest are dropped
+  and counted (``dropped`` in the topic's stats) — it then recovers them from
+  retention through the gap logic while they are retained. A slow subscriber
+  never slows the publisher or the other subscribers.
+* **Batching.** Senders coalesce what is queued into one ``Publish`` or
+  ``Deliver`` frame (up to ``batch_max`` messages), so per-message cost falls
+  as the rate rises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from .exceptions import EdgeAgentError, NoRoute
+from .wire import Deliver, Envelope, NodeId, PubAck, PubEntry, Publish, Response, Subscribe, Unsubscribe
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .links.link import Link
+    from .node import Node
+
+__all__ = ["Message", "PubSub", "Subscription"]
+
+log = logging.getLogger(__name__)
+BATCH_MAX: Final = 256
+QUEUE_MAX: Final = 4096
+RETAIN_COUNT: Final = 10_000
+RETAIN_S: Final = 300.0
+GAP_WAIT_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message as a subscriber sees it."""
+
+    topic: str
+    publisher: NodeId
+    seq: int
+    value: Any
+    published_ms: int
+
+
+@dataclass
+class _SubState:
+    """The home's view of one subscriber of one topic."""
+
+    queue: deque[PubEntry] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    dropped: int = 0
+    delivered: int = 0
+
+
+@dataclass
+class _Topic:
+    subscribers: dict[NodeId, _SubState] = field(default_factory=dict)
+    retained: deque[tuple[float, PubEntry]] = field(default_factory=deque)
+    last_seq: dict[NodeId, int] = field(default_factory=dict)
+    published: int = 0
+
+
+class Subscription:
+    """``async with node.subscribe(topic) as sub: async for msg in sub`` — a bounded queue of messages."""
+
+    def __init__(self, pubsub: PubSub, topic: str, maxsize: int) -> None:
+        self.pubsub = pubsub
+        self.topic = topic
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
+        self.dropped = 0  # messages dropped because the application did not read fast enough
+
+    def put(self, msg: Message) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()  # drop-oldest: the application is behind
+            self.dropped += 1
+        self.queue.put_nowait(msg)
+
+    async def get(self) -> Message:
+        return await self.queue.get()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self.queue.get()
+
+    async def __aenter__(self) -> Subscription:
+        await self.pubsub._attach(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pubsub._detach(self)
+
+
+class PubSub:
+    """Pub-sub for one Node: the home's hub (when it hosts topics) and the local publisher/subscriber side."""
+
+    def __init__(
+        self,
+        node: Node,
+        state_file: Path | None = None,
+        *,
+        queue_max: int = QUEUE_MAX,
+        retain_count: int = RETAIN_COUNT,
+        retain_s: float = RETAIN_S,
+        batch_max: int = BATCH_MAX,
+    ) -> None:
+        self.node = node
+        self.queue_max = queue_max
+        self.retain_count = retain_count
+        self.retain_s = retain_s
+        self.batch_max = batch_max
+        self.topics: dict[str, _Topic] = {}  # hosted here
+        # local side
+        self.subs: dict[str, list[Subscription]] = {}
+        self.seen: dict[str, dict[NodeId, int]] = {}  # topic -> publisher -> last delivered seq
+        self._held: dict[tuple[str, NodeId], dict[int, PubEntry]] = {}  # out-of-order entries waiting for a gap
+        self._gap_since: dict[tuple[str, NodeId], float] = {}
+        self._next_seq: dict[str, int] = {}
+        self._unacked: dict[str, deque[tuple[int, Any, int]]] = {}
+        self._acked: dict[str, int] = {}
+        self._pub_wake = asyncio.Event()
+        self._pub_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.state_file = state_file
+        self.duplicates = 0
+        self.missed = 0
+        self.counters: dict[str, int] = {"published": 0, "delivered": 0}
+        self._load()
+
+    # -- which node hosts a topic -------------------------------------------------------------
+
+    def home(self) -> NodeId:
+        """The node that hosts this node's topics: its (first) domain, or itself when it is one or has none."""
+        domains = sorted(self.node.domain_ids)
+        if self.node.config.role == "domain" or not domains:
+            return self.node.identity.node_id
+        return domains[0]
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # -- publishing (local API) -------------------------------------------------------------------
+
+    async def publish(self, topic: str, value: Any) -> int:
+        """Publish ``value`` on ``topic``; returns its sequence number. Waits only when too much is unacknowledged."""
+        unacked = self._unacked.setdefault(topic, deque())
+        while len(unacked) >= self.queue_max:
+            self._pub_wake.set()
+            await asyncio.sleep(0.01)
+        seq = self._next_seq.get(topic, 0) + 1
+        self._next_seq[topic] = seq
+        unacked.append((seq, value, int(time.time() * 1000)))
+        self.counters["published"] += 1
+        if self._pub_task is None or self._pub_task.done():
+            self._pub_task = asyncio.ensure_future(self._pub_loop())
+        self._pub_wake.set()
+        return seq
+
+    async def _pub_loop(self) -> None:
+        """Send what is unacknowledged and not yet sent, in batches, to the home (or the local hub)."""
+        sent_upto: dict[str, int] = {}
+        while True:
+            self._pub_wake.clear()
+            progressed = False
+            for topic, unacked in list(self._unacked.items()):
+                start = max(sent_upto.get(topic, 0), self._acked.get(topic, 0))
+                batch = [e for e in unacked if e[0] > start][: self.batch_max]
+                if not batch:
+                    continue
+                body = Publish(topic, batch[0][0], tuple(v for _, v, _ in batch), batch[0][2])
+                home = self.home()
+                try:
+                    if home == self.node.identity.node_id:
+                        await self._on_publish_local(self.node.identity.node_id, body)
+                    else:
+                        await self.node.send(home, body)
+                except (EdgeAgentError, NoRoute) as exc:
+                    log.debug("publish to %s failed (%s); will resend", home, exc)
+                    await asyncio.sleep(0.2)
+                    sent_upto.pop(topic, None)
+                    continue
+                sent_upto[topic] = batch[-1][0]
+                progressed = True
+            if not progressed:
+                try:
+                    async with asyncio.timeout(1.0):
+                        await self._pub_wake.wait()
+                except TimeoutError:
+                    # nothing new: resend what is still unacknowledged (the home may have missed it)
+                    for topic, unacked in self._unacked.items():
+                        if unacked:
+                            sent_upto[topic] = self._acked.get(topic, 0)
+
+    async def on_puback(self, link: Link, env: Envelope) -> None:
+        ack = env.body
+        assert isinstance(ack, PubAck)
+        self._ack(ack.topic, ack.seq)
+
+    def _ack(self, topic: str, seq: int) -> None:
+        if seq <= self._acked.get(topic, 0):
+            return
+        self._acked[topic] = seq
+        unacked = self._unacked.get(topic)
+        while unacked and unacked[0][0] <= seq:
+            unacked.popleft()
+
+    def on_home_link(self) -> None:
+        """The link to the home came (back) up: resend the unacknowledged, subscribe again with resume points."""
+        self._pub_wake.set()
+        if self._pub_task is not None and not self._pub_task.done():
+            self._pub_task.cancel()
+            self._pub_task = asyncio.ensure_future(self._pub_loop())
+        for topic in self.subs:
+            self._spawn(self._subscribe_remote(topic))
+
+    # -- the home's hub -----------------------------------------------------------------------------
+
+    async def on_publish(self, link: Link, env: Envelope) -> None:
+        body = env.body
+        assert isinstance(body, Publish)
+        if not self.node.authorised(env.source):
+            return
+        await self._on_publish_local(env.source, body)
+
+    async def _on_publish_local(self, publisher: NodeId, body: Publish) -> None:
+        t = self.topics.setdefault(body.topic, _Topic())
+        last = t.last_seq.get(publisher, 0)
+        now = time.monotonic()
+        for i, value in enumerate(body.values):
+            seq = body.first_seq + i
+            if seq <= last:
+                continue  # already held: a resend
+            last = seq
+            entry = PubEntry(publisher, seq, value, body.published_ms)
+            t.retained.append((now, entry))
+            t.published += 1
+            for sub in t.subscribers.values():
+                self._enqueue(sub, entry)
+        t.last_seq[publisher] = last
+        self._trim(t, now)
+        if publisher == self.node.identity.node_id:
+            self._ack(body.topic, last)
+        else:
+            with contextlib.suppress(EdgeAgentError):
+                await self.node.send(publisher, PubAck(body.topic, last))
+
+    def _trim(self, t: _Topic, now: float) -> None:
+        while t.retained and (len(t.retained) > self.retain_count or now - t.retained[0][0] > self.retain_s):
+            t.retained.popleft()
+
+    def _enqueue(self, sub: _SubState, entry: PubEntry) -> None:
+        if len(sub.queue) >= self.queue_max:
+            sub.queue.popleft()  # drop-oldest: this subscriber is behind (it recovers from retention)
+            sub.dropped += 1
+        sub.queue.append(entry)
+        sub.wake.set()
+
+    async def on_subscribe(self, link: Link, env: Envelope) -> None:
+        req = env.body
+        assert isinstance(req, Subscribe)
+        me = self.node.identity.node_id
+        if not self.node.authorised(env.source):
+            return
+        self._host_subscribe(env.source, req)
+        if env.reply_to is None:
+            with contextlib.suppress(EdgeAgentError):
+                await link.send(env.reply(Response(None), me))
+
+    def _host_subscribe(self, who: NodeId, req: Subscribe) -> None:
+        t = self.topics.setdefault(req.topic, _Topic())
+        sub = t.subscribers.get(who)
+        if sub is None:
+            sub = t.subscribers[who] = _SubState()
+        resume = dict(zip(req.publishers, req.seqs, strict=False))
+        if resume:
+            # replay what the subscriber missed (per publisher, after what it saw), if still retained
+            queued = {(e.publisher, e.seq) for e in sub.queue}
+            for _, e in t.retained:
+                if e.publisher in resume and e.seq > resume[e.publisher] and (e.publisher, e.seq) not in queued:
+                    self._enqueue(sub, e)
+        if sub.task is None or sub.task.done():
+            sub.task = asyncio.ensure_future(self._deliver_loop(req.topic, who, sub))
+
+    async def on_unsubscribe(self, link: Link, env: Envelope) -> None:
+        req = env.body
+        assert isinstance(req, Unsubscribe)
+        self._host_unsubscribe(env.source, req.topic)
+
+    def _host_unsubscribe(self, who: NodeId, topic: str) -> None:
+        t = self.topics.get(topic)
+        if t is not None:
+            sub = t.subscribers.pop(who, None)
+            if sub is not None and sub.task is not None:
+                sub.task.cancel()
+
+    def on_link_down(self, peer: NodeId) -> None:
+        """A subscriber went away: stop its sender (it resumes from retention when it subscribes again)."""
+        for t in self.topics.values():
+            sub = t.subscribers.pop(peer, None)
+            if sub is not None and sub.task is not None:
+                sub.task.cancel()
+
+    async def _deliver_loop(self, topic: str, who: NodeId, sub: _SubState) -> None:
+        me = self.node.identity.node_id
+        while True:
+            if not sub.queue:
+                sub.wake.clear()
+                await sub.wake.wait()
+                continue
+            batch: list[PubEntry] = []
+            while sub.queue and len(batch) < self.batch_max:
+                batch.append(sub.queue.popleft())
+            if who == me:
+                self.on_entries(topic, batch)
+            else:
+                try:
+                    await self.node.send(who, Deliver(topic, tuple(batch)))
+                except (EdgeAgentError, NoRoute):
+                    await asyncio.sleep(0.5)  # not reachable now; it resumes from retention on re-subscribe
+                    continue
+            sub.delivered += len(batch)
+
+    # -- subscribing (local API) --------------------------------------------------------------------
+
+    def subscribe(self, topic: str, *, maxsize: int = QUEUE_MAX) -> Subscription:
+        """A subscription to ``topic``, active inside ``async with``."""
+        return Subscription(self, topic, maxsize)
+
+    async def _attach(self, sub: Subscription) -> None:
+        first = sub.topic not in self.subs
+        self.subs.setdefault(sub.topic, []).append(sub)
+        if first:
+            await self._subscribe_remote(sub.topic)
+
+    async def _detach(self, sub: Subscription) -> None:
+        subs = self.subs.get(sub.topic, [])
+        if sub in subs:
+            subs.remove(sub)
+        if not subs:
+            self.subs.pop(sub.topic, None)
+            home = self.home()
+            if home == self.node.identity.node_id:
+                self._host_unsubscribe(home, sub.topic)
+            else:
+                with contextlib.suppress(EdgeAgentError):
+                    await self.node.send(home, Unsubscribe(sub.topic))
+
+    async def _subscribe_remote(self, topic: str) -> None:
+        seen = self.seen.get(topic, {})
+        req = Subscribe(topic, tuple(seen), tuple(seen.values()))
+        home = self.home()
+        if home == self.node.identity.node_id:
+            self._host_subscribe(home, req)
+            return
+        try:
+            await self.node.request(home, req, timeout=10.0)
+        except EdgeAgentError as exc:
+            log.info("subscribing to %s at %s failed: %s (again when the link is back)", topic, home, exc)
+
+    async def on_deliver(self, link: Link, env: Envelope) -> None:
+        d = env.body
+        assert isinstance(d, Deliver)
+        if env.source != self.home() and env.source not in self.node.domain_ids:
+            return  # only the topic's home delivers
+        self.on_entries(d.topic, list(d.entries))
+
+    def on_entries(self, topic: str, entries: list[PubEntry]) -> None:
+        """Deliver in per-publisher order, once; hold back what follows a gap (bounded) and ask for a replay."""
+        subs = self.subs.get(topic)
+        if not subs:
+            return
+        seen = self.seen.setdefault(topic, {})
+        gap = False
+        for e in entries:
+            last = seen.get(e.publisher)
+            if last is not None and e.seq <= last:
+                self.duplicates += 1
+                continue
+            if last is not None and e.seq > last + 1:
+                held = self._held.setdefault((topic, e.publisher), {})
+                if len(held) < self.queue_max:
+                    held[e.seq] = e
+                self._gap_since.setdefault((topic, e.publisher), time.monotonic())
+                gap = True
+                continue
+            self._emit(topic, e, subs)
+            self._drain_held(topic, e.publisher, subs)
+        if gap:
+            self._resolve_gaps(topic, subs)
+        self._save_soon()
+
+    def _emit(self, topic: str, e: PubEntry, subs: list[Subscription]) -> None:
+        self.seen.setdefault(topic, {})[e.publisher] = e.seq
+        msg = Message(topic, e.publisher, e.seq, e.value, e.published_ms)
+        for s in subs:
+            s.put(msg)
+        self.counters["delivered"] += 1
+
+    def _drain_held(self, topic: str, publisher: NodeId, subs: list[Subscription]) -> None:
+        held = self._held.get((topic, publisher))
+        while held:
+            nxt = self.seen[topic][publisher] + 1
+            e = held.pop(nxt, None)
+            if e is None:
+                return
+            self._emit(topic, e, subs)
+        self._held.pop((topic, publisher), None)
+        self._gap_since.pop((topic, publisher), None)
+
+    def _resolve_gaps(self, topic: str, subs: list[Subscription]) -> None:
+        """Ask for a replay; a gap older than GAP_WAIT_S (not retained any more) is skipped and counted."""
+        now = time.monotonic()
+        for (t, pub), since in list(self._gap_since.items()):
+            if t != topic:
+                continue
+            held = self._held.get((t, pub), {})
+            if not held:
+                self._gap_since.pop((t, pub), None)
+                continue
+            if now - since > GAP_WAIT_S:
+                first = min(held)
+                self.missed += first - self.seen[t][pub] - 1
+                self.seen[t][pub] = first - 1
+                self._drain_held(t, pub, subs)
+        self._spawn(self._subscribe_remote(topic))
+
+    # -- persistence of what was seen (so a restarted subscriber resumes) ---------------------------
+
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            raw = json.loads(self.state_file.read_text())
+            self.seen = {t: {NodeId.parse(p): int(s) for p, s in pubs.items()} for t, pubs in raw["seen"].items()}
+        except (OSError, ValueError, KeyError, TypeError, EdgeAgentError) as exc:
+            log.warning("ignoring %s: %s", self.state_file, exc)
+
+    def _save_soon(self) -> None:
+        if self.state_file is None or getattr(self, "_saving", False):
+            return
+        self._saving = True
+
+        async def later() -> None:
+            await asyncio.sleep(0.2)
+            self._saving = False
+            self.save()
+
+        self._spawn(later())
+
+    def save(self) -> None:
+        if self.state_file is None:
+            return
+        data = {"seen": {t: {str(p): s for p, s in pubs.items()} for t, pubs in self.seen.items()}}
+        tmp = self.state_file.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.state_file)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "home": str(self.home()),
+            "hosted": {
+                name: {
+                    "subscribers": len(t.subscribers),
+                    "published": t.published,
+                    "retained": len(t.retained),
+                    "dropped": sum(s.dropped for s in t.subscribers.values()),
+                    "queued": sum(len(s.queue) for s in t.subscribers.values()),
+                }
+                for name, t in self.topics.items()
+            },
+            "subscribed": {t: sum(s.dropped for s in subs) for t, subs in self.subs.items()},
+            "duplicates_dropped": self.duplicates,
+            "missed": self.missed,
+            **self.counters,
+        }
+
+    def close(self) -> None:
+        self.save()
+        for t in self.topics.values():
+            for sub in t.subscribers.values():
+                if sub.task is not None:
+                    sub.task.cancel()
+        if self._pub_task is not None:
+            self._pub_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
