@@ -740,6 +740,10 @@ class Node:
         """Stream bytes or a file to ``peer`` over the best bulk route (see ``edgeagent.stream``)."""
         return await self.streams.send(peer, source, **kwargs)
 
+    def open_stream(self, peer: NodeId, *, name: str = "", **kwargs: Any) -> Any:
+        """``async with node.open_stream(peer, name=...) as s: await s.write(data)`` (an open-ended stream)."""
+        return self.streams.open(peer, name=name, **kwargs)
+
     async def _on_stream_data(self, link: Link, env: Envelope) -> None:
         await self.streams.on_data(link, env)
 

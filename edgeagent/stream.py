@@ -55,6 +55,164 @@ class StreamResult:
     route_changes: int
 
 
+class _Source:
+    """Where a stream's bytes come from; ``size`` is None until an open-ended stream is closed."""
+
+    size: int | None = None
+    fin_sent: int = -1
+
+    def __init__(self) -> None:
+        self.more = asyncio.Event()
+
+    @property
+    def available(self) -> int:
+        raise NotImplementedError
+
+    def read(self, off: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def release(self, upto: int) -> None:
+        """Bytes before ``upto`` are acknowledged: they will not be read again."""
+
+    def fin_sent_at(self, off: int) -> bool:
+        return self.fin_sent == off
+
+    def close(self) -> None:
+        pass
+
+
+class _FileSource(_Source):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.fh = path.open("rb")
+        self.size = os.fstat(self.fh.fileno()).st_size
+
+    @property
+    def available(self) -> int:
+        assert self.size is not None
+        return self.size
+
+    def read(self, off: int, n: int) -> bytes:
+        return os.pread(self.fh.fileno(), n, off)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class _BytesSource(_Source):
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        super().__init__()
+        self.view = memoryview(data).cast("B")
+        self.size = len(self.view)
+
+    @property
+    def available(self) -> int:
+        return len(self.view)
+
+    def read(self, off: int, n: int) -> bytes:
+        return bytes(self.view[off : off + n])
+
+
+class _BufferSource(_Source):
+    """An open-ended stream's bytes: written by the application, kept until acknowledged (at most a window)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buf = bytearray()
+        self.base = 0  # stream offset of buf[0]
+        self.released = asyncio.Event()
+
+    @property
+    def available(self) -> int:
+        return self.base + len(self.buf)
+
+    def read(self, off: int, n: int) -> bytes:
+        return bytes(self.buf[off - self.base : off - self.base + n])
+
+    def release(self, upto: int) -> None:
+        if upto > self.base:
+            del self.buf[: upto - self.base]
+            self.base = upto
+            self.released.set()
+
+
+def _either(a: asyncio.Event, b: asyncio.Event) -> asyncio.Event:
+    """An event set when ``a`` or ``b`` is (polled by the caller's loop: it re-checks both)."""
+    out = asyncio.Event()
+    if a.is_set() or b.is_set():
+        out.set()
+        return out
+
+    async def watch() -> None:
+        waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            out.set()
+        finally:
+            for w in waits:
+                w.cancel()
+
+    _WATCHERS.add(asyncio.ensure_future(watch()))
+    return out
+
+
+_WATCHERS: set[asyncio.Future[None]] = set()
+
+
+class StreamWriter:
+    """An open-ended stream being written (see ``StreamService.open``)."""
+
+    def __init__(self, service: StreamService, peer: NodeId, name: str, window: int, kwargs: dict[str, Any]) -> None:
+        self.service = service
+        self.peer = peer
+        self.name = name
+        self.window = window
+        self.kwargs = kwargs
+        self.src = _BufferSource()
+        self.task: asyncio.Task[StreamResult] | None = None
+        self.result: StreamResult | None = None
+
+    async def __aenter__(self) -> StreamWriter:
+        k = self.kwargs
+        self.task = asyncio.ensure_future(
+            self.service._run(
+                self.peer, self.src, self.name, k.get("chunk", DEFAULT_CHUNK), self.window, k.get("deadline_s"),
+                k.get("rate_bps"), k.get("stall_timeout", 5.0), k.get("max_stalls", 6), k.get("progress"),
+            )
+        )  # fmt: skip
+        return self
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; waits while a window of bytes is unacknowledged (backpressure)."""
+        assert self.task is not None, "use `async with node.open_stream(...)`"
+        if self.src.size is not None:
+            raise EdgeAgentError("the stream is closed")
+        while self.src.available - self.src.base >= self.window:
+            if self.task.done():
+                self.task.result()  # raises the sender's error
+            self.src.released.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.src.released.wait()
+        self.src.buf += data
+        self.src.more.set()
+
+    async def close(self) -> StreamResult:
+        """End the stream and wait until the peer holds all of it."""
+        assert self.task is not None
+        if self.src.size is None:
+            self.src.size = self.src.available
+            self.src.more.set()
+        self.result = await self.task
+        return self.result
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            await self.close()
+        elif self.task is not None:
+            self.task.cancel()
+
+
 @dataclass
 class _Outbound:
     size: int
@@ -130,49 +288,62 @@ class StreamService:
         ``NoRoute`` if no route is left, ``EdgeAgentError`` after ``max_stalls``
         consecutive windows without progress.
         """
-        node = self.node
         if isinstance(source, Path):
-            fh: Any = source.open("rb")
-            size = os.fstat(fh.fileno()).st_size
-            if not name:
-                name = source.name
-
-            def read(off: int, n: int) -> bytes:
-                return os.pread(fh.fileno(), n, off)
+            src: _Source = _FileSource(source)
+            name = name or source.name
         else:
-            fh = None
-            view = memoryview(source).cast("B")
-            size = len(view)
+            src = _BytesSource(source)
+        try:
+            return await self._run(peer, src, name, chunk, window, deadline_s, rate_bps, stall_timeout, max_stalls,
+                                   progress)  # fmt: skip
+        finally:
+            src.close()
 
-            def read(off: int, n: int) -> bytes:
-                return bytes(view[off : off + n])
+    def open(self, peer: NodeId, *, name: str = "", window: int = DEFAULT_WINDOW, **kwargs: Any) -> StreamWriter:
+        """An open-ended stream: ``async with node.open_stream(peer) as s: await s.write(data)``.
 
+        ``write`` waits while ``window`` bytes are unacknowledged (they are kept to be
+        resent after a route change); leaving the block ends the stream and waits until
+        the peer holds all of it (``s.result``).
+        """
+        return StreamWriter(self, peer, name, window, kwargs)
+
+    async def _run(
+        self,
+        peer: NodeId,
+        src: _Source,
+        name: str,
+        chunk: int,
+        window: int,
+        deadline_s: float | None,
+        rate_bps: float | None,
+        stall_timeout: float,
+        max_stalls: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> StreamResult:
+        node = self.node
         sid = secrets.token_bytes(16)
-        st = _Outbound(size)
+        st = _Outbound(src.size if src.size is not None else -1)
         self._out[sid] = st
         t0 = time.monotonic()
         routes: list[str] = []
         route_key: Any = None
-        sent = 0
-        resent = 0
-        high = 0
-        stalls = 0
-        changes = 0
+        sent = resent = high = stalls = changes = reported = 0
         pace_t = t0
-        reported = 0
         try:
             while not st.complete:
                 if st.error:
                     raise RemoteError(ErrorCode.BAD_REQUEST, f"stream refused by {peer}: {st.error}")
+                src.release(st.acked)
                 now = time.monotonic()
-                choice = node.router.select(peer, Traits("stream", size - st.acked, deadline_s), now)
+                remaining = (src.size if src.size is not None else src.available) - st.acked
+                choice = node.router.select(peer, Traits("stream", max(remaining, 0), deadline_s), now)
                 link, route, key, label = node._resolve_choice(peer, choice)
                 if key != route_key:
                     if route_key is not None:
                         changes += 1
-                        log.info(
-                            "stream %s to %s: route now %s (%s)", sid.hex()[:8], peer, label, choice and choice.reason
-                        )
+                        log.info("stream %s to %s: route now %s (%s)", sid.hex()[:8], peer, label,
+                                 choice and choice.reason)  # fmt: skip
                         sent = st.acked  # go back: frames in flight on the old route may be lost
                     route_key = key
                     routes.append(label)
@@ -181,9 +352,15 @@ class StreamService:
                     sent = st.acked
                 st.event.clear()
                 failed = False
-                while sent < size and sent - st.acked < window and not st.gap:
-                    n = min(chunk, size - sent)
-                    body = StreamData(sid, sent, size, name if sent == 0 else "", sent + n == size, read(sent, n))
+                while not st.gap and sent - st.acked < window:
+                    avail = src.available
+                    final = src.size is not None
+                    if sent >= avail and not (final and sent == avail and not src.fin_sent_at(sent)):
+                        break  # nothing more to send now
+                    n = min(chunk, avail - sent)
+                    end = sent + n
+                    fin = final and end == src.size
+                    body = StreamData(sid, sent, src.size or 0, name if sent == 0 else "", fin, src.read(sent, n))
                     env = Envelope(body, node.identity.node_id, destination=peer, route=route)
                     try:
                         async with asyncio.timeout(stall_timeout):
@@ -193,14 +370,16 @@ class StreamService:
                         node._route_failed(link)
                         failed = True
                         break
+                    if fin:
+                        src.fin_sent = end
                     if progress is not None and st.acked != reported:
                         reported = st.acked
-                        progress(reported, size)
+                        progress(reported, src.size or src.available)
                     if sent < high:
                         resent += n
-                    sent += n
+                    sent = end
                     high = max(high, sent)
-                    if rate_bps:
+                    if rate_bps and n:
                         pace_t += n / rate_bps
                         delay = pace_t - time.monotonic()
                         if delay > 0:
@@ -209,34 +388,39 @@ class StreamService:
                             pace_t = time.monotonic()
                 if failed:
                     sent = st.acked
+                    src.fin_sent = -1
                     continue
                 if st.complete:
                     break
                 before = st.acked
                 gen = node.route_generation
+                more = src.more
+                more.clear()
+                waiting_for_data = src.size is None and sent >= src.available
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(stall_timeout):
-                        while not st.event.is_set() and node.route_generation == gen:
-                            await node.wait_route_change(st.event)
+                        while not st.event.is_set() and node.route_generation == gen and not more.is_set():
+                            await node.wait_route_change(st.event if not waiting_for_data else _either(st.event, more))
                 if progress is not None and st.acked != reported:
                     reported = st.acked
-                    progress(reported, size)
-                if st.acked > before or st.complete or st.gap or node.route_generation != gen:
+                    progress(reported, src.size or src.available)
+                if st.acked > before or st.complete or st.gap or node.route_generation != gen or more.is_set():
                     stalls = 0
                     continue
+                if waiting_for_data and st.acked >= sent:
+                    continue  # idle writer: nothing is outstanding
                 stalls += 1
                 node._route_failed(link)
                 sent = st.acked
+                src.fin_sent = -1
                 if stalls >= max_stalls:
                     raise EdgeAgentError(
                         f"stream to {peer} made no progress in {stalls} windows of {stall_timeout}s "
-                        f"({st.acked} of {size} bytes acknowledged)"
+                        f"({st.acked} bytes acknowledged)"
                     )
         finally:
             self._out.pop(sid, None)
-            if fh is not None:
-                fh.close()
-        return StreamResult(sid, size, time.monotonic() - t0, routes, resent, changes)
+        return StreamResult(sid, st.acked, time.monotonic() - t0, routes, resent, changes)
 
     def on_ack(self, env: Envelope) -> None:
         ack = env.body
@@ -247,10 +431,10 @@ class StreamService:
         if ack.error:
             st.error = ack.error
         if ack.offset > st.acked:
-            st.acked = min(ack.offset, st.size)
+            st.acked = ack.offset if st.size < 0 else min(ack.offset, st.size)
         if ack.gap:
             st.gap = True
-        if ack.complete and ack.offset >= st.size:
+        if ack.complete:
             st.complete = True
         st.event.set()
 
@@ -271,7 +455,12 @@ class StreamService:
             await self._ack(env, data.stream_id, ins.size, complete=True)
             return
         end = data.offset + len(data.data)
-        if end > ins.size or data.size != ins.size:
+        if data.fin:
+            if ins.size and end != ins.size:
+                await self._ack(env, data.stream_id, ins.expected, error="the stream's end moved")
+                return
+            ins.size = end
+        elif (ins.size and end > ins.size) or end > self.max_bytes:
             await self._ack(env, data.stream_id, ins.expected, error="frame beyond the stream's size")
             return
         if data.offset > ins.expected:  # a gap: frames were lost on a dead route
@@ -279,16 +468,17 @@ class StreamService:
                 ins.gap_acked_at = ins.expected
                 await self._ack(env, data.stream_id, ins.expected, gap=True)
             return
-        if end <= ins.expected:  # a duplicate (resent after a route change)
+        if end <= ins.expected and not (data.fin and end == ins.expected and ins.size == end):
             if data.fin or end == ins.expected:
                 await self._ack(env, data.stream_id, ins.expected)
             return
         part = memoryview(data.data)[ins.expected - data.offset :]
         assert ins.fd is not None
-        os.pwrite(ins.fd, part, ins.expected)
-        ins.digest.update(part)
-        ins.expected = end
-        if ins.expected == ins.size:
+        if part:
+            os.pwrite(ins.fd, part, ins.expected)
+            ins.digest.update(part)
+        ins.expected = max(ins.expected, end)
+        if (ins.size and ins.expected == ins.size) or (data.fin and ins.expected == end):
             await self._finish(ins)
             await self._ack(env, data.stream_id, ins.size, complete=True)
         elif ins.expected - ins.acked >= ACK_EVERY:
