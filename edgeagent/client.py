@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import EdgeAgentError, NoRoute, ProtocolError
+from .routing import STREAM_THRESHOLD, choose_mode
 from .wire import (
     ForceObjectDeleteMessage,
     GetShapeMessage,
@@ -36,12 +38,16 @@ from .wire import (
     RenewLeaseMessage,
     Response,
     SearchMessage,
+    StreamedObject,
+    Tensor,
 )
 from .wire.cbor import decode_plain
 from .wire.schema import struct_from_plain
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Client", "DeviceClient", "DomainClient", "ObjectPointer"]
 
@@ -109,7 +115,16 @@ class Client:
 
     kind = "node"
 
-    def __init__(self, node: Node, target: NodeId, *, timeout: float = 10.0, default_lease: float = 600.0) -> None:
+    def __init__(
+        self,
+        node: Node,
+        target: NodeId,
+        *,
+        timeout: float = 10.0,
+        default_lease: float = 600.0,
+        stream_threshold: int = STREAM_THRESHOLD,
+    ) -> None:
+        self.stream_threshold = stream_threshold
         self.node = node
         self.target = target
         self.timeout = timeout
@@ -136,10 +151,25 @@ class Client:
         description: str = "",
         lease: float | None = None,
     ) -> ObjectPointer:
-        """Store ``obj`` (a Tensor, bytes, or any wire value) on the node; returns a pointer."""
+        """Store ``obj`` (a Tensor, bytes, or any wire value) on the node; returns a pointer.
+
+        Objects of ``STREAM_THRESHOLD`` bytes or more (tensors, bytes) go as a stream
+        (acknowledged, flow-controlled, surviving route changes), then a small
+        ``StreamedObject`` request stores them; smaller ones ride one ObjectMessage.
+        """
         obj_id = obj_id or secrets.token_hex(8)
         lease_ms = int(lease * 1000) if lease else 0
-        await self.call(ObjectMessage(obj_id, _arg(obj), tuple(tags), description, lease_ms))
+        data = obj.data if isinstance(obj, Tensor) else obj if isinstance(obj, bytes | bytearray | memoryview) else None
+        size = len(data) if data is not None else 0
+        mode, why = choose_mode(receivers=1, size=size, blocking=True, threshold=self.stream_threshold)
+        self.node.mode_counts[mode] += 1
+        log.debug("object %s to %s: %s (%s)", obj_id, self.target, mode, why)
+        if mode == "stream" and data is not None:
+            res = await self.node.send_stream(self.target, data, name=f"object-{obj_id}")
+            dtype, shape = (obj.dtype, tuple(obj.shape)) if isinstance(obj, Tensor) else ("", ())
+            await self.call(StreamedObject(res.stream_id, obj_id, dtype, shape, tuple(tags), description, lease_ms))
+        else:
+            await self.call(ObjectMessage(obj_id, _arg(obj), tuple(tags), description, lease_ms))
         return ObjectPointer(self, obj_id, lease)
 
     async def get(self, obj_id: str, *, keep: bool = False) -> Any:

@@ -45,6 +45,7 @@ from .wire import (
     JoinRequest,
     Message,
     NodeId,
+    ObjectMessage,
     Offer,
     PeerList,
     PeerRecord,
@@ -59,7 +60,9 @@ from .wire import (
     RouteRequest,
     StreamAck,
     StreamData,
+    StreamedObject,
     Subscribe,
+    Tensor,
     TreeAssign,
     Unsubscribe,
     Update,
@@ -161,6 +164,7 @@ class Node:
             RouteRequest: self._on_route_request,
             StreamData: self._on_stream_data,
             StreamAck: self._on_stream_ack,
+            StreamedObject: self._on_streamed_object,
         }
         self._rtc_sessions: dict[str, Any] = {}  # session id -> QueueSignaller
         self.mdns: Any = None  # MdnsDiscovery when enabled
@@ -179,6 +183,7 @@ class Node:
         self.duplicates = 0
         self.rerouted = 0
         self.route_counts: Counter[str] = Counter()
+        self.mode_counts: Counter[str] = Counter()  # delivery modes chosen per message (routing.choose_mode)
         self.route_generation = 0
         self._route_changed = asyncio.Event()
         self._hop_report_due = True
@@ -750,6 +755,33 @@ class Node:
     async def _on_stream_ack(self, link: Link, env: Envelope) -> None:
         self.streams.on_ack(env)
 
+    async def _on_streamed_object(self, link: Link, env: Envelope) -> None:
+        """Store a completed stream from the sender as a worker object (the worker's rights apply)."""
+        req = env.body
+        assert isinstance(req, StreamedObject)
+        me = self.identity.node_id
+        ins = self.streams.inbound.get((env.source, req.stream_id))
+        if ins is None or not ins.complete or ins.path is None:
+            reason = "no completed stream with that id from you"
+            await link.send(env.reply(Error(ErrorCode.NOT_FOUND, reason), me))
+            return
+        path = ins.path
+        data = await asyncio.to_thread(path.read_bytes)
+        try:
+            value: Any = Tensor(req.dtype, tuple(req.shape), data) if req.dtype else data
+        except (ValueError, EdgeAgentError) as exc:
+            await link.send(env.reply(Error(ErrorCode.BAD_REQUEST, f"not a tensor: {exc}"), me))
+            return
+        msg = ObjectMessage(req.obj_id, value, req.tags, req.description, req.lease_ms)
+        relayed_by = link.peer if link.peer != env.source else None
+        async with self._worker_lock:
+            reply = await asyncio.to_thread(self.worker.handle, msg, env.source, time.monotonic(), relayed_by)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(path.unlink)
+        self.streams.inbound.pop((env.source, req.stream_id), None)
+        with contextlib.suppress(LinkError):
+            await link.send(env.reply(reply, me))
+
     # -- forwarding (domains always; devices that opted in while unmetered) ------------------
 
     async def _forward(self, link: Link, env: Envelope) -> None:
@@ -1042,6 +1074,7 @@ class Node:
                 "rerouted": self.rerouted,
                 "duplicates_dropped": self.duplicates,
                 "sent": dict(self.route_counts),
+                "modes": dict(self.mode_counts),
             },
         }
 

@@ -5,11 +5,13 @@ Pure: nothing here does I/O, sleeps or reads a clock; callers pass ``now``.
 routes chosen here.
 """
 
-from .policy import Choice, DefaultPolicy, Policy, Purpose, Router, Traits, rank
+from .policy import STREAM_THRESHOLD, Choice, DefaultPolicy, Policy, Purpose, Router, Traits, choose_mode, rank
 from .priors import Priors
 from .table import BroadcastRoute, Candidate, HopState, RouteTable, SoloRoute, hop_kind
 
 __all__ = [
+    "STREAM_THRESHOLD",
+    "choose_mode",
     "BroadcastRoute",
     "Candidate",
     "Choice",

@@ -22,7 +22,17 @@ from ..wire.route import Route
 from .priors import Priors
 from .table import BroadcastRoute, Candidate, RouteTable
 
-__all__ = ["Choice", "DefaultPolicy", "Policy", "Purpose", "Router", "Traits", "rank"]
+__all__ = [
+    "STREAM_THRESHOLD",
+    "Choice",
+    "DefaultPolicy",
+    "Policy",
+    "Purpose",
+    "Router",
+    "Traits",
+    "choose_mode",
+    "rank",
+]
 
 Purpose = Literal["request", "bulk", "stream", "pubsub"]
 PURPOSES: Final = ("request", "bulk", "stream", "pubsub")
@@ -224,3 +234,20 @@ def rank(candidates: Iterable[Candidate], traits: Traits) -> list[Candidate]:
             candidates, key=lambda c: (c.dead, c.metered, c.cost_per_gb, c.transfer_s(size) / max(c.health, 0.05))
         )
     return sorted(candidates, key=lambda c: (c.dead, c.latency_ms / max(c.health, 0.05), c.cost_per_gb))
+
+
+#: messages at least this large go as streams (and to many receivers as payload trees)
+STREAM_THRESHOLD: Final = 4 << 20
+
+
+def choose_mode(*, receivers: int, size: int, blocking: bool, threshold: int = STREAM_THRESHOLD) -> tuple[str, str]:
+    """The delivery mode for one message, and why: request, message, stream, pubsub or payload-tree."""
+    if receivers > 1:
+        if size >= threshold:
+            return "payload-tree", f"{receivers} receivers and {size} bytes: one copy down a forwarding tree"
+        return "pubsub", f"{receivers} receivers: one publish, fanned out by the topic's home"
+    if size >= threshold:
+        return "stream", f"{size} bytes >= {threshold}: an acknowledged stream that survives route changes"
+    if blocking:
+        return "request", "waits for a reply: request-response over the lowest-latency route"
+    return "message", "one-way and small: one envelope over the lowest-latency route"

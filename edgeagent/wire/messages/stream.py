@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..schema import BOOL, BYTES, STR, U32, U64, Message, Rep, fld, message
+from ..schema import BOOL, BYTES, STR, U64, Message, Rep, fld, message
 
 __all__ = ["StreamAck", "StreamData", "StreamedObject"]
 
@@ -52,4 +52,4 @@ class StreamedObject(Message):
     shape: tuple[int, ...] = fld(4, Rep(U64), "tensor shape (with dtype)")
     tags: tuple[str, ...] = fld(5, Rep(STR), "search tags")
     description: str = fld(6, STR, "free text", default="")
-    lease_ms: int = fld(7, U32, "lease in ms (0: the node's default)", default=0)
+    lease_ms: int = fld(7, U64, "lease in ms (0: the node's default)", default=0)
