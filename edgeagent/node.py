@@ -979,8 +979,8 @@ class Node:
 
     def _maybe_probe(self, now: float) -> None:
         """Start at most one active probe per tick, on the link measured longest ago (never on metered links)."""
-        if any(t > now for t in self._probed.values()):
-            return  # a probe is running (its entry is set in the future until it ends)
+        if any(t > now for t in self._probed.values()) or self.payloads.busy():
+            return  # a probe is running (its entry is in the future until it ends), or payloads are moving
         due = None
         for lid, link in self._by_link_id.items():
             hop = self.router.table.local(lid)

@@ -125,6 +125,8 @@ class _Plan:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     wire0: int = 0
     t0: float = 0.0
+    demoted: set[NodeId] = field(default_factory=set)  # relays made leaves (stalled, corrupting, metered)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class PayloadService:
@@ -228,6 +230,10 @@ class PayloadService:
         res = self._result(plan, time.monotonic() - plan.t0)
         res.source_wire_bytes = self._wire_bytes_sent() - plan.wire0
         return res
+
+    def busy(self) -> bool:
+        """True while this node pushes payload chunks (link probes wait: they would compete and cost bytes)."""
+        return any(s.pushers for s in self.sessions.values())
 
     def _wire_bytes_sent(self) -> int:
         """Bytes this node has put on all its links (frames, records, encryption), for egress accounting."""
@@ -394,16 +400,29 @@ class PayloadService:
         plan.changed.set()
 
     async def _replan(self, plan: _Plan, node: NodeId, *, dead: bool, why: str) -> None:
-        """Repair the forest around ``node`` (dead: removed; else kept as a leaf) and re-assign."""
-        forest = plan.forest
-        if node not in forest.members():
-            return
-        if dead:
-            plan.dead.add(node)
-            new = await asyncio.to_thread(repair, forest, node, members=list(plan.members.values()))
-        else:
-            plan.members[node] = Member(node, plan.members[node].upload_bps, False, plan.members[node].lan_group)
-            new = await asyncio.to_thread(reassign_metered, forest, node, list(plan.members.values()))
+        """Repair the forest around ``node`` (dead: removed; else kept as a leaf) and re-assign.
+
+        One repair per fault: reports about a node already removed (or already made a
+        leaf, unless it is now dead) are ignored, and repairs of one payload run one
+        at a time.
+        """
+        async with plan.lock:
+            if node in plan.dead or (not dead and node in plan.demoted):
+                return
+            forest = plan.forest
+            if node not in forest.members():
+                return
+            if dead:
+                plan.dead.add(node)
+                new = await asyncio.to_thread(repair, forest, node, members=list(plan.members.values()))
+            else:
+                plan.demoted.add(node)
+                m = plan.members[node]
+                plan.members[node] = Member(node, m.upload_bps, False, m.lan_group)
+                new = await asyncio.to_thread(reassign_metered, forest, node, list(plan.members.values()))
+            await self._apply_replan(plan, forest, new, node, why)
+
+    async def _apply_replan(self, plan: _Plan, forest: Forest, new: Forest, node: NodeId, why: str) -> None:
         plan.forest = new
         plan.repairs += 1
         log.warning("payload %s: re-planned around %s (%s)", plan.session.pid.hex()[:12], node, why)
@@ -649,10 +668,8 @@ class PayloadService:
         elif p.lost_parent is not None and p.lost_parent not in plan.dead:
             if p.lost_parent == self.node.identity.node_id:
                 await self._send_assigns(plan, [env.source])  # it lost us: assign again (re-link)
-            elif p.lost_parent in plan.members and p.lost_parent not in self.node.links:
-                await self._replan(plan, p.lost_parent, dead=True, why=f"{env.source} lost it")
             elif p.lost_parent in plan.members:
-                await self._replan(plan, p.lost_parent, dead=False, why=f"{env.source} reports it stalled")
+                self._spawn(self._check_lost(plan, p.lost_parent, env.source))
         self._check_done(plan)
 
     def on_link_up(self, peer: NodeId) -> None:
@@ -665,7 +682,26 @@ class PayloadService:
                 else:
                     self._spawn(self._send_assigns(plan, [peer]))
 
+    async def _check_lost(self, plan: _Plan, node: NodeId, reporter: NodeId) -> None:
+        """A child lost ``node``: dead if this node cannot reach it either (a ping), else stalled (made a leaf)."""
+        links = self.node.links.get(node, [])
+        alive = False
+        if links:
+            try:
+                await links[0].ping(timeout=2.0)
+                alive = True
+            except EdgeAgentError:
+                alive = False
+        if alive:
+            await self._replan(plan, node, dead=False, why=f"{reporter} reports it stalled")
+        else:
+            await self._replan(plan, node, dead=True, why=f"{reporter} lost it and it does not answer here")
+
     async def _readmit(self, plan: _Plan, peer: NodeId) -> None:
+        async with plan.lock:
+            await self._readmit_locked(plan, peer)
+
+    async def _readmit_locked(self, plan: _Plan, peer: NodeId) -> None:
         """Put a returning member back into the forest as a leaf under the least-loaded relay of each tree."""
         me = self.node.identity.node_id
         trees = []
