@@ -10,6 +10,7 @@ refused whole.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -144,5 +145,7 @@ def load_model(data: bytes) -> list[Array]:
             if not keys or any(not (k.startswith("p") and k[1:].isdigit()) for k in keys):
                 raise EdgeAgentError("a model file holds arrays p0, p1, ...")
             return [np.array(z[k], dtype=np.float32) for k in keys]
-    except (ValueError, OSError, KeyError) as exc:
+    except EdgeAgentError:
+        raise
+    except (ValueError, OSError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
         raise EdgeAgentError(f"not a model file: {exc}") from None

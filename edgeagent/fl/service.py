@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ def load_data(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         with np.load(path, allow_pickle=False) as z:
             x = np.asarray(z["x"], dtype=np.float32)
             y = np.asarray(z["y"]).astype(np.int64)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
         raise EdgeAgentError(f"cannot read training data {path}: {exc} (an .npz with arrays x and y)") from None
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
         raise EdgeAgentError(f"{path}: x must be samples x features and y one label per sample")
