@@ -34,7 +34,7 @@ Array = npt.NDArray[np.float32]
 
 
 def to_tensors(arrays: Sequence[Array]) -> tuple[Tensor, ...]:
-    return tuple(Tensor.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays)
+    return tuple(Tensor.from_numpy(np.array(a, dtype=np.float32, order="C", copy=True)) for a in arrays)
 
 
 def from_tensors(tensors: Iterable[Tensor]) -> list[Array]:
