@@ -202,6 +202,12 @@ class Link(Connection):
                 except LinkError as exc:
                     await self._shutdown(exc, send_close=False)
                     raise
+                except asyncio.CancelledError:
+                    # the record stream now holds part of a frame (and the cipher's nonce moved on):
+                    # nothing more can be sent on it, so close the link rather than corrupt it
+                    err = LinkClosed(f"link to {self.peer}: a send was cancelled in the middle of a frame")
+                    self._broken = asyncio.ensure_future(self._shutdown(err, send_close=False))
+                    raise
                 self.stats.bytes_sent += len(message)
             self.stats.frames_sent += 1
 
