@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .exceptions import EdgeAgentError, LinkError, NoRoute, RemoteError, RequestTimeout, SignatureError
+from .exceptions import EdgeAgentError, LinkClosed, LinkError, NoRoute, RemoteError, RequestTimeout, SignatureError
 from .identity import Identity, sign_struct, verify_struct
 from .links.base import LinkOptions
 from .links.link import Link
@@ -154,6 +154,7 @@ class Node:
         self._worker_lock = asyncio.Lock()
         self._worker_slots = asyncio.Semaphore(_MAX_WORKER_TASKS)
         self._pending: dict[int, asyncio.Future[Envelope]] = {}
+        self._pending_on: dict[int, Link] = {}  # request id -> the link it left on
         self.handlers: dict[type, Callable[[Link, Envelope], Awaitable[None]]] = {
             **dict.fromkeys(WORKER_MESSAGES, self._on_worker),
             PeerRecord: self._on_peer_record,
@@ -406,6 +407,12 @@ class Node:
                     self.pubsub.on_link_down(link.peer)
                     if self.fl_device is not None:
                         self.fl_device.on_link_down(link.peer)
+                    if self.fl_domain is not None:
+                        self.fl_domain.on_link_down(link.peer)
+            for mid, via in list(self._pending_on.items()):
+                fut = self._pending.get(mid)
+                if via is link and fut is not None and not fut.done():
+                    fut.set_exception(link.close_error or LinkClosed(f"link to {link.peer} closed"))
             lid = self._link_ids.pop(id(link), None)
             if lid is not None:
                 self._by_link_id.pop(lid, None)
@@ -592,6 +599,7 @@ class Node:
         link: Link | None = None
         try:
             link = await self._send_env(env, traits or Traits("request"))
+            self._pending_on[env.msg_id] = link  # fails at once if this link goes down
             async with asyncio.timeout(timeout):
                 reply = await fut
         except TimeoutError:
@@ -600,6 +608,7 @@ class Node:
             raise RequestTimeout(f"{type(body).__name__} to {peer}: no reply within {timeout}s") from None
         finally:
             self._pending.pop(env.msg_id, None)
+            self._pending_on.pop(env.msg_id, None)
         if link is not None:
             lid = self._link_ids.get(id(link))
             if lid is not None:

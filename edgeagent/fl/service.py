@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -71,9 +72,12 @@ def load_data(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
 
 @dataclass
 class _RoundState:
-    number: int
+    number: int  # the job's round (on the wire)
+    attempt: int  # counts every try; a failed round is tried again with the same number and the same base model,
+    # so a late update from the failed try is as good as a fresh one (and never counted twice)
     participants: list[NodeId]
     sums: RoundSum
+    rerouted: list[Update] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     updated: asyncio.Event = field(default_factory=asyncio.Event)
@@ -93,6 +97,8 @@ class FlDomain:
         self.round: _RoundState | None = None
         self.history: list[dict[str, Any]] = []
         self.next_round = 0
+        self.attempts = 0
+        self._gathered = False
         self.params: list[Any] = []
         self.done = asyncio.Event()
         self.test: tuple[Any, Any] | None = load_data(spec.test_data) if spec.test_data else None
@@ -119,6 +125,7 @@ class FlDomain:
         if state.exists():
             st = json.loads(state.read_text())
             self.next_round = int(st["next_round"])
+            self.attempts = int(st.get("attempts", self.next_round))
             self.history = list(st.get("history", []))
             ckpt = self.dir / f"round-{self.next_round - 1}.npz"
             if self.next_round > 0 and ckpt.exists():
@@ -130,7 +137,8 @@ class FlDomain:
 
     def _save_state(self) -> None:
         tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps({"job": self.spec.id, "next_round": self.next_round, "history": self.history}))
+        state = {"job": self.spec.id, "next_round": self.next_round, "attempts": self.attempts, "history": self.history}
+        tmp.write_text(json.dumps(state))
         tmp.replace(self.dir / "state.json")
 
     async def _run(self) -> None:
@@ -166,7 +174,8 @@ class FlDomain:
             live = [n for n in self.joined if n in self.node.links and n not in self.left]
             enough = len(live) >= self.spec.min_participants
             everyone = set(devices) <= set(live)
-            if enough and (everyone or self.next_round > 0 or time.monotonic() >= deadline):
+            if enough and (everyone or self._gathered or time.monotonic() >= deadline):
+                self._gathered = True
                 return sorted(live)
             if time.monotonic() >= deadline and not warned:
                 warned = True
@@ -198,7 +207,9 @@ class FlDomain:
         blob = model_bytes(self.params)
         await asyncio.to_thread(path.write_bytes, blob)
         sent0, recv0 = self._wire()
-        rs = _RoundState(r, participants, RoundSum(spec.id, r))
+        self.attempts += 1
+        attempt = self.attempts
+        rs = _RoundState(r, attempt, participants, RoundSum(spec.id, r))
         self.round = rs
         deadline_wall = time.time() + spec.round_deadline_s
         deadline = time.monotonic() + spec.round_deadline_s
@@ -210,7 +221,7 @@ class FlDomain:
         for n in participants:
             parent = me if self.star else tree.parent.get(n, me)
             depth = 1 if self.star else _depth(tree, n)
-            send_by = int((deadline_wall - step * max(0, depth - 1)) * 1000)  # deeper nodes send earlier
+            send_by = int((deadline_wall - step * depth) * 1000)  # deeper nodes send earlier
             hyper = {**spec.hyperparams, "_send_by_ms": send_by, "_step_ms": int(step * 1000), "seed": spec.seed + r}
             kids = () if self.star else tuple(c for c in tree.children.get(n, ()) if c in participants)
             start = RoundStart(spec.id, r, pid, int(deadline_wall * 1000), parent, kids, hyper)
@@ -220,7 +231,8 @@ class FlDomain:
                 log.warning("job %s round %d: cannot start %s: %s", spec.id, r, n, exc)
         # collect until every participant is accounted for, or the deadline
         while time.monotonic() < deadline:
-            accounted = rs.sums.contributors | rs.sums.dropped | self.left
+            rerouted = {c for u in rs.rerouted for c in u.contributors}
+            accounted = rs.sums.contributors | rs.sums.dropped | self.left | rerouted
             if all(n in accounted for n in participants):
                 break
             rs.updated.clear()
@@ -230,6 +242,9 @@ class FlDomain:
         send.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await send
+        # updates sent around a dead parent count only if no aggregate already holds them
+        for upd in rs.rerouted:
+            rs.sums.add(upd)
         got = len(rs.sums.contributors)
         dropped = len(participants) - got
         if got < spec.min_participants:
@@ -245,6 +260,7 @@ class FlDomain:
         sent1, recv1 = self._wire()
         entry = {
             "round": r,
+            "attempt": attempt,
             "model_bytes": len(blob),
             "domain_bytes_sent": sent1 - sent0,
             "domain_bytes_received": recv1 - recv0,
@@ -276,10 +292,21 @@ class FlDomain:
         if not upd.contributors and env.source in upd.dropped and env.source in rs.participants:
             self.left.add(env.source)  # the device no longer meets the job's conditions
             log.info("job %s: %s leaves (not eligible any more)", self.spec.id, env.source)
+        if upd.rerouted:
+            rs.rerouted.append(upd)
+            rs.updated.set()
+            return
         if not rs.sums.add(upd):
             log.info("job %s round %d: refused an update from %s (overlap or mismatch)", self.spec.id, rs.number,
                      env.source)  # fmt: skip
         rs.updated.set()
+
+    def on_link_down(self, peer: NodeId) -> None:
+        """A participant went away mid-round: do not wait for it (its update, if sent, still counts)."""
+        rs = self.round
+        if rs is not None and peer in rs.participants and peer not in rs.sums.contributors:
+            rs.sums.dropped.add(peer)
+            rs.updated.set()
 
     def _wire(self) -> tuple[int, int]:
         links = [lk for lks in self.node.links.values() for lk in lks]
@@ -293,6 +320,7 @@ class FlDomain:
             "job": self.spec.id,
             "plan": self.spec.plan,
             "round": self.round.number if self.round else self.next_round,
+            "attempts": self.attempts,
             "rounds": self.spec.rounds,
             "done": self.done.is_set(),
             "joined": len(self.joined),
@@ -335,6 +363,7 @@ class FlDevice:
         self.battery = battery
         self.jobs: dict[str, JobAdvert] = {}
         self.joined: set[str] = set()
+        self.joined_at: dict[str, NodeId] = {}  # job -> the domain that admitted us
         self.rounds: dict[tuple[str, int], _DeviceRound] = {}
         self.results: dict[str, RoundResult] = {}
         self.not_eligible: dict[str, str] = {}
@@ -399,6 +428,7 @@ class FlDevice:
             reply = await self.node.request(domain, JoinRequest(ad.job_id, n, tuple(available_plans())), timeout=10)
             if isinstance(reply, JoinReply) and reply.accepted:
                 self.joined.add(ad.job_id)
+                self.joined_at[ad.job_id] = domain
                 self.not_eligible.pop(ad.job_id, None)
                 log.info("joined job %s (%d samples)", ad.job_id, n)
             elif isinstance(reply, JoinReply):
@@ -415,6 +445,8 @@ class FlDevice:
             return
         key = (rs.job_id, rs.round)
         st = self.rounds.get(key)
+        if st is not None and st.start.model_id != rs.model_id:
+            st = None  # a different round under the same id (a restarted domain): start afresh
         if st is None:
             st = _DeviceRound(rs, env.source, RoundSum(rs.job_id, rs.round))
             self.rounds[key] = st
@@ -429,8 +461,11 @@ class FlDevice:
             self.not_eligible[rs.job_id] = why
             me = self.node.identity.node_id
             leave = Update(rs.job_id, rs.round, (), 0, (), (me,), {})
-            with contextlib.suppress(EdgeAgentError):
-                await self.node.send(st.domain, leave)
+            # the domain stops counting on it; the parent stops waiting for it
+            for target in dict.fromkeys([st.domain, rs.parent or st.domain]):
+                with contextlib.suppress(EdgeAgentError):
+                    await self.node.send(target, leave)
+            st.sent = leave  # not summing here: children's updates are passed on to the domain
             return
         self._spawn(self._train_round(st))
 
@@ -499,10 +534,13 @@ class FlDevice:
         assert isinstance(upd, Update)
         st = self.rounds.get((upd.job_id, upd.round))
         if st is None or st.sent is not None:
-            # too late to join this node's sum: pass it straight on to the domain
-            if st is not None:
+            # not summing (too late, or not taking part): pass it straight on to the domain
+            domain = st.domain if st is not None else self.joined_at.get(upd.job_id)
+            if domain is None and self.node.domain_ids:
+                domain = sorted(self.node.domain_ids)[0]
+            if domain is not None:
                 with contextlib.suppress(EdgeAgentError):
-                    await self.node.send(st.domain, upd)
+                    await self.node.send(domain, upd)
             return
         st.sums.add(upd)
         st.children_in.set()
@@ -520,14 +558,28 @@ class FlDevice:
             self.joined.discard(res.job_id)
 
     def on_link_down(self, peer: NodeId) -> None:
-        """A parent died before its round closed: send this node's (sub)tree sum to the domain instead."""
+        """A parent died before its round closed: send this node's (sub)tree sum to the domain instead.
+
+        The copy is marked ``rerouted``: the domain adds it only if no aggregate that
+        reached it already holds these contributors (the parent may have forwarded
+        before it died). Losing the link to the domain itself ends this node's
+        membership: it joins again when the domain advertises after the reconnect.
+        """
+        for job, dom in list(self.joined_at.items()):
+            if dom == peer:
+                self.joined.discard(job)
+                del self.joined_at[job]
         for st in self.rounds.values():
             if st.sent is not None and not st.closed and st.sent_to == peer and peer != st.domain:
                 log.info("job %s round %d: parent %s went down; re-routing the update to the domain",
                          st.start.job_id, st.start.round, peer)  # fmt: skip
                 st.sent_to = st.domain
-                upd = st.sent
-                self._spawn(self.node.send(st.domain, upd))
+                upd = dataclasses.replace(st.sent, rerouted=True)
+                self._spawn(self._send_quietly(st.domain, upd))
+
+    async def _send_quietly(self, peer: NodeId, body: Update) -> None:
+        with contextlib.suppress(EdgeAgentError):
+            await self.node.send(peer, body)
 
     def status(self) -> dict[str, Any]:
         out = []

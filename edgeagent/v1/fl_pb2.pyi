@@ -93,7 +93,7 @@ class RoundStart(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., model_id: _Optional[bytes] = ..., deadline_ms: _Optional[int] = ..., parent: _Optional[bytes] = ..., expected: _Optional[_Iterable[bytes]] = ..., hyperparams: _Optional[_Mapping[str, _common_pb2.Value]] = ...) -> None: ...
 
 class Update(_message.Message):
-    __slots__ = ("job_id", "round", "weighted_delta", "num_samples", "contributors", "dropped", "metrics")
+    __slots__ = ("job_id", "round", "weighted_delta", "num_samples", "contributors", "dropped", "metrics", "rerouted")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class Update(_message.Message):
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    REROUTED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     round: int
     weighted_delta: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tensor]
@@ -115,7 +116,8 @@ class Update(_message.Message):
     contributors: _containers.RepeatedScalarFieldContainer[bytes]
     dropped: _containers.RepeatedScalarFieldContainer[bytes]
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., weighted_delta: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., num_samples: _Optional[int] = ..., contributors: _Optional[_Iterable[bytes]] = ..., dropped: _Optional[_Iterable[bytes]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    rerouted: bool
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., weighted_delta: _Optional[_Iterable[_Union[_common_pb2.Tensor, _Mapping]]] = ..., num_samples: _Optional[int] = ..., contributors: _Optional[_Iterable[bytes]] = ..., dropped: _Optional[_Iterable[bytes]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., rerouted: _Optional[bool] = ...) -> None: ...
 
 class RoundResult(_message.Message):
     __slots__ = ("job_id", "round", "participants", "dropped", "metrics", "next_model_id", "done", "checkpoint")

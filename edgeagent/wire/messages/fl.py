@@ -104,6 +104,12 @@ class Update(Message):
     contributors: tuple[NodeId, ...] = fld(5, Rep(NODEID), "devices whose updates are in the sum")
     dropped: tuple[NodeId, ...] = fld(6, Rep(NODEID), "expected devices that missed the deadline")
     metrics: dict[str, float] = fld(7, StrMap(F64), "sample-weighted sums of reported metrics")
+    rerouted: bool = fld(
+        8,
+        BOOL,
+        "sent around a dead parent: the domain adds it last, only if no aggregate already holds it",
+        default=False,
+    )
 
 
 @message(85)
