@@ -51,7 +51,7 @@ BATCH_MAX: Final = 256
 QUEUE_MAX: Final = 4096
 RETAIN_COUNT: Final = 10_000
 RETAIN_S: Final = 300.0
-GAP_WAIT_S: Final = 2.0
+GAP_WAIT_S: Final = 10.0  # a gap that has not shrunk for this long is not retained any more: skip it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +91,11 @@ class Subscription:
         self.pubsub = pubsub
         self.topic = topic
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
-        self.dropped = 0  # messages dropped because the application did not read fast enough
+        self.dropped = 0  # kept for the status: the application queue never drops (it pushes back instead)
 
-    def put(self, msg: Message) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()  # drop-oldest: the application is behind
-            self.dropped += 1
-        self.queue.put_nowait(msg)
+    async def put(self, msg: Message) -> None:
+        """Queue for the application; waits while it is full (backpressure to the link and the home)."""
+        await self.queue.put(msg)
 
     async def get(self) -> Message:
         return await self.queue.get()
@@ -141,6 +139,7 @@ class PubSub:
         self.seen: dict[str, dict[NodeId, int]] = {}  # topic -> publisher -> last delivered seq
         self._held: dict[tuple[str, NodeId], dict[int, PubEntry]] = {}  # out-of-order entries waiting for a gap
         self._gap_since: dict[tuple[str, NodeId], float] = {}
+        self._replay_asked: dict[str, float] = {}
         self._next_seq: dict[str, int] = {}
         self._unacked: dict[str, deque[tuple[int, Any, int]]] = {}
         self._acked: dict[str, int] = {}
@@ -301,11 +300,21 @@ class PubSub:
             sub = t.subscribers[who] = _SubState()
         resume = dict(zip(req.publishers, req.seqs, strict=False))
         if resume:
-            # replay what the subscriber missed (per publisher, after what it saw), if still retained
+            # replay what the subscriber missed (per publisher, after what it saw), if still retained; at most
+            # what fits in its queue (a replay must not push out what is queued: it asks again for the rest)
             queued = {(e.publisher, e.seq) for e in sub.queue}
-            for _, e in t.retained:
-                if e.publisher in resume and e.seq > resume[e.publisher] and (e.publisher, e.seq) not in queued:
-                    self._enqueue(sub, e)
+            missing = [
+                e
+                for _, e in t.retained
+                if e.publisher in resume and e.seq > resume[e.publisher] and (e.publisher, e.seq) not in queued
+            ]
+            room = max(0, self.queue_max - len(sub.queue))
+            if missing and room:
+                keep = missing[:room]
+                rest = list(sub.queue)
+                sub.queue.clear()
+                sub.queue.extend(sorted(keep + rest, key=lambda e: (e.publisher, e.seq)))
+                sub.wake.set()
         if sub.task is None or sub.task.done():
             sub.task = asyncio.ensure_future(self._deliver_loop(req.topic, who, sub))
 
@@ -339,7 +348,7 @@ class PubSub:
             while sub.queue and len(batch) < self.batch_max:
                 batch.append(sub.queue.popleft())
             if who == me:
-                self.on_entries(topic, batch)
+                await self.on_entries(topic, batch)
             else:
                 try:
                     await self.node.send(who, Deliver(topic, tuple(batch)))
@@ -390,9 +399,9 @@ class PubSub:
         assert isinstance(d, Deliver)
         if env.source != self.home() and env.source not in self.node.domain_ids:
             return  # only the topic's home delivers
-        self.on_entries(d.topic, list(d.entries))
+        await self.on_entries(d.topic, list(d.entries))
 
-    def on_entries(self, topic: str, entries: list[PubEntry]) -> None:
+    async def on_entries(self, topic: str, entries: list[PubEntry]) -> None:
         """Deliver in per-publisher order, once; hold back what follows a gap (bounded) and ask for a replay."""
         subs = self.subs.get(topic)
         if not subs:
@@ -411,32 +420,37 @@ class PubSub:
                 self._gap_since.setdefault((topic, e.publisher), time.monotonic())
                 gap = True
                 continue
-            self._emit(topic, e, subs)
-            self._drain_held(topic, e.publisher, subs)
+            await self._emit(topic, e, subs)
+            await self._drain_held(topic, e.publisher, subs)
         if gap:
-            self._resolve_gaps(topic, subs)
+            await self._resolve_gaps(topic, subs)
         self._save_soon()
 
-    def _emit(self, topic: str, e: PubEntry, subs: list[Subscription]) -> None:
-        self.seen.setdefault(topic, {})[e.publisher] = e.seq
+    async def _emit(self, topic: str, e: PubEntry, subs: list[Subscription]) -> None:
         msg = Message(topic, e.publisher, e.seq, e.value, e.published_ms)
         for s in subs:
-            s.put(msg)
+            await s.put(msg)
+        self.seen.setdefault(topic, {})[e.publisher] = e.seq  # seen once the application holds it
         self.counters["delivered"] += 1
 
-    def _drain_held(self, topic: str, publisher: NodeId, subs: list[Subscription]) -> None:
-        held = self._held.get((topic, publisher))
+    async def _drain_held(self, topic: str, publisher: NodeId, subs: list[Subscription]) -> None:
+        key = (topic, publisher)
+        held = self._held.get(key)
+        progressed = False
         while held:
             nxt = self.seen[topic][publisher] + 1
             e = held.pop(nxt, None)
             if e is None:
+                if progressed:
+                    self._gap_since[key] = time.monotonic()  # the gap shrank: give the replay more time
                 return
-            self._emit(topic, e, subs)
-        self._held.pop((topic, publisher), None)
-        self._gap_since.pop((topic, publisher), None)
+            await self._emit(topic, e, subs)
+            progressed = True
+        self._held.pop(key, None)
+        self._gap_since.pop(key, None)
 
-    def _resolve_gaps(self, topic: str, subs: list[Subscription]) -> None:
-        """Ask for a replay; a gap older than GAP_WAIT_S (not retained any more) is skipped and counted."""
+    async def _resolve_gaps(self, topic: str, subs: list[Subscription]) -> None:
+        """Ask for a replay (at most once a second); a gap that stops shrinking for GAP_WAIT_S is skipped."""
         now = time.monotonic()
         for (t, pub), since in list(self._gap_since.items()):
             if t != topic:
@@ -449,8 +463,10 @@ class PubSub:
                 first = min(held)
                 self.missed += first - self.seen[t][pub] - 1
                 self.seen[t][pub] = first - 1
-                self._drain_held(t, pub, subs)
-        self._spawn(self._subscribe_remote(topic))
+                await self._drain_held(t, pub, subs)
+        if now - self._replay_asked.get(topic, -1e9) >= 1.0:
+            self._replay_asked[topic] = now
+            self._spawn(self._subscribe_remote(topic))
 
     # -- persistence of what was seen (so a restarted subscriber resumes) ---------------------------
 

@@ -351,6 +351,7 @@ class StreamService:
                     st.gap = False
                     sent = st.acked
                 st.event.clear()
+                before = st.acked  # progress is judged from here: acks may arrive while the window is sent
                 failed = False
                 while not st.gap and sent - st.acked < window:
                     avail = src.available
@@ -392,7 +393,6 @@ class StreamService:
                     continue
                 if st.complete:
                     break
-                before = st.acked
                 gen = node.route_generation
                 more = src.more
                 more.clear()

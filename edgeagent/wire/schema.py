@@ -28,9 +28,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
+from cbor2 import CBORTag
+
 from ..exceptions import DecodeError, EncodeError
 from .nodeid import NodeId
-from .tensor import Tensor
+from .tensor import DTYPES, Tensor
 
 __all__ = [
     "BOOL",
@@ -241,11 +243,7 @@ class _TensorKind(Kind):
             raise EncodeError(f"expected Tensor, got {type(v).__name__}")
 
     def to_plain(self, v: Any, splice: Splicer) -> Any:
-        from cbor2 import CBORTag
-
         self.check(v)
-        from .tensor import DTYPES
-
         return CBORTag(40, [list(v.shape), CBORTag(DTYPES[v.dtype][1], splice.maybe(v.data))])
 
     def from_plain(self, v: Any, depth: int) -> Any:
@@ -309,8 +307,6 @@ class _ValueKind(Kind):
         raise EncodeError(f"cannot carry a {t.__name__} as a value")
 
     def to_plain(self, v: Any, splice: Splicer) -> Any:
-        from cbor2 import CBORTag
-
         t = type(v)
         if v is None or t is bool or t is float or t is str:
             return v
