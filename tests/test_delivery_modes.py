@@ -62,7 +62,12 @@ async def test_open_ended_and_sized_streams_arrive_intact(pair: tuple[Node, Node
     assert e.result is not None and e.result.size == 0
     r0 = await a.send_stream(cid, b"", name="nothing")
     assert r0.size == 0
-    done = {st["size"]: st for st in c.status()["streams"] if st["complete"]}
+    async with asyncio.timeout(10):  # the digest is computed off the event loop after completion
+        while True:
+            done = {st["size"]: st for st in c.status()["streams"] if st["complete"]}
+            if done.get(12 * 700_000, {}).get("sha256"):
+                break
+            await asyncio.sleep(0.05)
     assert done[12 * 700_000]["sha256"] == h.hexdigest()
     assert 0 in done
     with pytest.raises(Exception, match="closed"):
