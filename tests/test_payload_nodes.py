@@ -330,11 +330,15 @@ def test_relay_flipping_bits_is_caught_and_routed_around(tmp_path: Path) -> None
         assert res["per_node"][flipper.node_id]["relay_ok"] is False, res["per_node"]
         for a in agents:
             _assert_holds(a, res["payload_id"], size, digest)
+        caught = 0
         for a in leaves:
             p = _payload(_status(a.info["state"]), res["payload_id"])
-            assert p is not None and p["bad_chunks"] >= 1, (a.name, p)  # it caught the corrupt chunks
-            assert f"from {flipper.node_id} fails verification" in a.log_text()
-            assert flipper.node_id not in p["parents"], p  # and was moved off the corrupting relay
+            assert p is not None and flipper.node_id not in p["parents"], p  # moved off the corrupting relay
+            if p["bad_chunks"]:  # every corrupt chunk that reached a leaf was caught
+                caught += 1
+                assert f"from {flipper.node_id} fails verification" in a.log_text()
+        # at least one leaf caught it (the first report can re-plan the other leaf before the relay reaches it)
+        assert caught >= 1
         f = _payload(_status(flipper.info["state"]), res["payload_id"])
         assert f is not None and f["bad_chunks"] == 0 and f["bytes_sent"] > 0, f  # it did forward (corrupt) chunks
         assert f["children"] == [], f  # and forwards no more
