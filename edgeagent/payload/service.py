@@ -367,7 +367,8 @@ class PayloadService:
             rec = self.node.peer_records.get(n)
             links = self.node.links.get(n, [])
             kind = rec.network_kind if rec else (links[0].peer_hello.network_kind if links else "unknown")
-            if kind == "cellular" or not m.relay_ok:
+            metered = rec.metered if rec else (links[0].peer_hello.metered if links else False)
+            if kind == "cellular" or metered:  # what metered nodes uploaded (relays demoted later do not count)
                 cellular += sent
             per_node[str(n)] = {
                 "network_kind": kind,
