@@ -175,6 +175,7 @@ class Node:
         self.registered = asyncio.Event()  # set once a domain has answered our registration
         self._dialing: set[NodeId] = set()
         self.forwarded = 0
+        self.closed_bytes_sent = 0  # bytes sent on links since closed (egress accounting)
         # routing: the table of hops, the policy, and the live links their ids name
         self.router = Router(RouteTable(identity.node_id, config.priors or Priors()))
         self._link_ids: dict[int, str] = {}  # id(link) -> link id
@@ -413,6 +414,7 @@ class Node:
                 fut = self._pending.get(mid)
                 if via is link and fut is not None and not fut.done():
                     fut.set_exception(link.close_error or LinkClosed(f"link to {link.peer} closed"))
+            self.closed_bytes_sent += link.stats.bytes_sent
             lid = self._link_ids.pop(id(link), None)
             if lid is not None:
                 self._by_link_id.pop(lid, None)

@@ -237,7 +237,8 @@ class PayloadService:
 
     def _wire_bytes_sent(self) -> int:
         """Bytes this node has put on all its links (frames, records, encryption), for egress accounting."""
-        return sum(link.stats.bytes_sent for links in self.node.links.values() for link in links)
+        live = sum(link.stats.bytes_sent for links in self.node.links.values() for link in links)
+        return live + self.node.closed_bytes_sent
 
     def _receivers(self, to: list[NodeId] | None) -> list[NodeId]:
         node = self.node
@@ -469,6 +470,10 @@ class PayloadService:
         for item in early:
             if isinstance(item[1], Have):
                 await self._on_have(s, item[0], item[1])
+        for item in [(env.source, a), *early]:
+            body = item[1]
+            if isinstance(body, TreeAssign) and body.parent is not None:
+                s.attached.discard(body.parent)  # a (re)assigned stripe: tell its parent what is held now
         await self._update_pushers(s)
         await self._attach_parents(s)
 
@@ -527,7 +532,7 @@ class PayloadService:
         kids = {c for cs in s.children.values() for c in cs}
         for child in list(s.pushers):
             if child not in kids:
-                s.pushers.pop(child).cancel()
+                s.pushers.pop(child)  # it stops by itself before its next chunk (cancelling mid-frame kills the link)
         for child in kids:
             if child in s.child_have and child not in s.pushers:
                 s.pushers[child] = asyncio.ensure_future(self._push(s, child))
@@ -554,6 +559,8 @@ class PayloadService:
                 pending.sort()
                 sent_any = False
                 for i in pending:
+                    if s.pushers.get(child) is not asyncio.current_task():
+                        return  # no longer this node's child (a re-plan)
                     if not s.has(i):
                         continue
                     data = await self._chunk(s, i)
@@ -615,6 +622,8 @@ class PayloadService:
             return
         if s.state.has(c.index):
             s.duplicates += 1
+            if s.stripes:
+                s.last_from_parent[c.index % s.stripes] = time.monotonic()  # the parent is alive
             return
         ok = await asyncio.to_thread(s.state.put, c.index, c.data)
         if not ok:
@@ -689,7 +698,7 @@ class PayloadService:
         alive = False
         if links:
             try:
-                await links[0].ping(timeout=2.0)
+                await links[0].ping(timeout=5.0)
                 alive = True
             except EdgeAgentError:
                 alive = False
