@@ -205,6 +205,10 @@ class PayloadService:
         members = {r: self._member(r) for r in receivers}
         if star:
             members = {r: Member(r, m.upload_bps, False, m.lan_group) for r, m in members.items()}
+        if len({m.lan_group for m in members.values()}) == 1:
+            # everyone on one LAN (the domain sees one subnet): grouping would only funnel each stripe
+            # through one relay; plan as one network instead
+            members = {r: Member(r, m.upload_bps, m.relay_ok, "") for r, m in members.items()}
         forest = await asyncio.to_thread(plan_forest, me, list(members.values()), stripes=stripes)
         addresses = {r: self._addresses(r) for r in receivers}
         addresses[me] = tuple(node.listen_urls)
