@@ -619,11 +619,10 @@ class Node:
             raise RemoteError(reply.body.code, reply.body.reason)
         return reply.body
 
-    async def send(self, peer: NodeId, body: Message, traits: Traits | None = None) -> Choice | None:
+    async def send(self, peer: NodeId, body: Message, traits: Traits | None = None) -> None:
         """Send one message to ``peer`` over the route the policy picks for ``traits``; no reply awaited."""
         env = Envelope(body, self.identity.node_id, destination=peer)
         await self._send_env(env, traits or _traits_of(body))
-        return None
 
     async def _send_env(self, env: Envelope, traits: Traits) -> Link:
         """Pick the route for ``env``, attach it when it passes relays, send; returns the first link."""
@@ -668,9 +667,9 @@ class Node:
         self._route_changed.set()
         self._route_changed = asyncio.Event()
 
-    async def wait_route_change(self, other: asyncio.Event) -> None:
-        """Wait until ``other`` is set or any route changes (a link went down, a route failed)."""
-        waits = [asyncio.ensure_future(other.wait()), asyncio.ensure_future(self._route_changed.wait())]
+    async def wait_route_change(self, *others: asyncio.Event) -> None:
+        """Wait until one of ``others`` is set or any route changes (a link went down, a route failed)."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (*others, self._route_changed)]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

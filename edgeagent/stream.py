@@ -136,29 +136,6 @@ class _BufferSource(_Source):
             self.released.set()
 
 
-def _either(a: asyncio.Event, b: asyncio.Event) -> asyncio.Event:
-    """An event set when ``a`` or ``b`` is (polled by the caller's loop: it re-checks both)."""
-    out = asyncio.Event()
-    if a.is_set() or b.is_set():
-        out.set()
-        return out
-
-    async def watch() -> None:
-        waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            out.set()
-        finally:
-            for w in waits:
-                w.cancel()
-
-    _WATCHERS.add(asyncio.ensure_future(watch()))
-    return out
-
-
-_WATCHERS: set[asyncio.Future[None]] = set()
-
-
 class StreamWriter:
     """An open-ended stream being written (see ``StreamService.open``)."""
 
@@ -401,7 +378,7 @@ class StreamService:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(stall_timeout):
                         while not st.event.is_set() and node.route_generation == gen and not more.is_set():
-                            await node.wait_route_change(st.event if not waiting_for_data else _either(st.event, more))
+                            await node.wait_route_change(st.event, *((more,) if waiting_for_data else ()))
                 if progress is not None and st.acked != reported:
                     reported = st.acked
                     progress(reported, src.size or src.available)
