@@ -89,6 +89,7 @@ class _Session:
     child_have: dict[NodeId, bytearray] = field(default_factory=dict)
     pushers: dict[NodeId, asyncio.Task[None]] = field(default_factory=dict)
     cache: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    order: list[int] = field(default_factory=list)  # chunks held, in the order this node came to hold them
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -213,6 +214,7 @@ class PayloadService:
         addresses = {r: self._addresses(r) for r in receivers}
         addresses[me] = tuple(node.listen_urls)
         session = _Session(pid, manifest, me, None, src_path=path, stripes=forest.stripes)
+        session.order = list(range(manifest.chunk_count))
         self.sessions[pid] = session
         plan = _Plan(session, forest, members, addresses)
         plan.wire0 = self._wire_bytes_sent()
@@ -460,6 +462,7 @@ class PayloadService:
                 await self._reply_error(link, env, f"payload refused: {exc}")
                 return
             s = _Session(pid, a.manifest, env.source, state, stripes=a.stripes)
+            s.order = [i for i in range(a.manifest.chunk_count) if state.has(i)]  # resumed chunks first
             self.sessions[pid] = s
             s.reporter = asyncio.ensure_future(self._report_loop(s))
             early = self._early.pop(pid, [])
@@ -542,55 +545,61 @@ class PayloadService:
                 s.pushers[child] = asyncio.ensure_future(self._push(s, child))
 
     async def _push(self, s: _Session, child: NodeId) -> None:
-        """Send ``child`` every chunk of the stripes it hangs under this node for, that it lacks, as they arrive."""
+        """Send ``child`` every chunk of the stripes it hangs under this node for, that it lacks, as they arrive.
+
+        The pusher walks ``s.order`` (chunks in the order this node came to hold them) with a
+        cursor, so each arrival costs O(1) per child however large the payload; it starts over
+        when the stripes it serves change (a re-plan) and stops when this node holds everything
+        and the cursor has passed it all.
+        """
         node = self.node
         me = node.identity.node_id
         bits = s.child_have.get(child, bytearray())
+        task = asyncio.current_task()
+        cursor = 0
+        mine: frozenset[int] = frozenset()
+        k = 0
         try:
             while True:
-                stripes = [j for j, kids in s.children.items() if child in kids]
+                if s.pushers.get(child) is not task:
+                    return  # no longer this node's child (a re-plan)
+                stripes = frozenset(j for j, kids in s.children.items() if child in kids)
                 if not stripes:
                     return
-                k = max(s.stripes, 1)
-                pending = [
-                    i
-                    for j in stripes
-                    for i in range(j, s.manifest.chunk_count, k)
-                    if not (i >> 3 < len(bits) and bits[i >> 3] >> (i & 7) & 1)
-                ]
-                if not pending:
-                    return
-                pending.sort()
-                sent_any = False
-                for i in pending:
-                    if s.pushers.get(child) is not asyncio.current_task():
-                        return  # no longer this node's child (a re-plan)
-                    if not s.has(i):
-                        continue
-                    data = await self._chunk(s, i)
-                    if data is None:
-                        continue
-                    if self._flip:
-                        data = bytes([data[0] ^ 1]) + data[1:]
-                    links = node.links.get(child)
-                    if not links:
-                        return  # the child re-sends Have when it links again
-                    link = links[0]
-                    await self._pace(len(data))
-                    await link.send(Envelope(Chunk(s.pid, i, data), me, destination=child))
-                    bits[i >> 3] |= 1 << (i & 7) if i >> 3 < len(bits) else 0
-                    s.bytes_sent += len(data)
-                    self.sent_by_kind[link.options.network_kind] += len(data)
-                    sent_any = True
-                if not sent_any:
+                if stripes != mine or k != max(s.stripes, 1):
+                    mine, k, cursor = stripes, max(s.stripes, 1), 0
+                if cursor >= len(s.order):
+                    if s.complete:
+                        return
                     async with s.arrived:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(2.0):
-                                await s.arrived.wait()
+                        if cursor >= len(s.order):
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(2.0):
+                                    await s.arrived.wait()
+                    continue
+                i = s.order[cursor]
+                cursor += 1
+                if i % k not in mine or (i >> 3 < len(bits) and bits[i >> 3] >> (i & 7) & 1):
+                    continue
+                data = await self._chunk(s, i)
+                if data is None:
+                    continue
+                if self._flip:
+                    data = bytes([data[0] ^ 1]) + data[1:]
+                links = node.links.get(child)
+                if not links:
+                    return  # the child re-sends Have when it links again
+                link = links[0]
+                await self._pace(len(data))
+                await link.send(Envelope(Chunk(s.pid, i, data), me, destination=child))
+                if i >> 3 < len(bits):
+                    bits[i >> 3] |= 1 << (i & 7)
+                s.bytes_sent += len(data)
+                self.sent_by_kind[link.options.network_kind] += len(data)
         except LinkError:
             return
         finally:
-            if s.pushers.get(child) is asyncio.current_task():
+            if s.pushers.get(child) is task:
                 del s.pushers[child]
 
     async def _pace(self, n: int) -> None:
@@ -639,6 +648,7 @@ class PayloadService:
         s.bytes_received += len(c.data)
         if s.stripes:
             s.last_from_parent[c.index % s.stripes] = time.monotonic()
+        s.order.append(c.index)
         s.cache[c.index] = bytes(c.data)
         while len(s.cache) > CACHE_CHUNKS:
             s.cache.popitem(last=False)
