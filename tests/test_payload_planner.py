@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edgeagent.payload.planner import (
@@ -32,6 +32,7 @@ from edgeagent.payload.planner import (
     check_forest,
     depth_bound,
     lan_crossings,
+    move,
     plan_forest,
     reassign_metered,
     repair,
@@ -478,3 +479,218 @@ def test_reassign_metered_keeps_the_node_a_leaf(
         assert node in tree.parent
         assert tree.children[node] == ()
     assert_core_invariants(fixed, now)
+
+
+# ---------------------------------------------------------------------------
+# move
+
+
+def below(tree: Tree, node: NodeId) -> set[NodeId]:
+    """``node`` and everything under it in ``tree``."""
+    out, stack = {node}, [node]
+    while stack:
+        for kid in tree.children.get(stack.pop(), ()):
+            out.add(kid)
+            stack.append(kid)
+    return out
+
+
+def depth_in(tree: Tree, node: NodeId) -> int:
+    d = 0
+    while node != SRC:
+        node = tree.parent[node]
+        d += 1
+    return d
+
+
+def height_in(tree: Tree, node: NodeId) -> int:
+    h, level = 0, list(tree.children.get(node, ()))
+    while level:
+        h += 1
+        level = [k for x in level for k in tree.children.get(x, ())]
+    return h
+
+
+def move_candidates(
+    forest: Forest, stripe: int, child: NodeId, away_from: NodeId, members: Sequence[Member], avoid: set[NodeId]
+) -> set[NodeId]:
+    """The nodes :func:`move` may pick in tree ``stripe``, as its docstring lists them."""
+    tree = forest.trees[stripe]
+    elsewhere = {x for t in forest.trees if t.stripe != stripe for x in t.interior()}
+    return {
+        m.node_id
+        for m in members
+        if m.relay_ok
+        and m.node_id not in elsewhere
+        and m.node_id != away_from
+        and m.node_id not in avoid
+        and m.node_id not in below(tree, child)
+    }
+
+
+def moves_of(forest: Forest) -> list[tuple[int, NodeId, NodeId]]:
+    """Every (stripe, child, parent) whose parent is not the source."""
+    return sorted((t.stripe, c, p) for t in forest.trees for c, p in t.parent.items() if p != SRC)
+
+
+def assert_moved(
+    before: Forest,
+    after: Forest,
+    child: NodeId,
+    away_from: NodeId,
+    members: Sequence[Member],
+    avoid: set[NodeId] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """What :func:`move` promises for ``child`` moved away from ``away_from`` (in every tree)."""
+    assert after.stripes == before.stripes and after.source == before.source
+    to_source = {
+        old.stripe
+        for old, new in zip(before.trees, after.trees, strict=True)
+        if old.parent.get(child) == away_from and new.parent[child] == SRC
+    }
+    problems = [
+        p
+        for p in check_forest(after, members)
+        if not any(p.startswith(f"tree {j}: the source has ") and p.endswith(" children, not 1") for j in to_source)
+    ]
+    assert problems == []
+    relay_ok = {m.node_id: m.relay_ok for m in members}
+    forwards: dict[NodeId, int] = {}
+    for old, new in zip(before.trees, after.trees, strict=True):
+        if old.parent.get(child) != away_from:
+            assert new is old  # only the trees where child hangs under away_from change
+            continue
+        assert new.parent[child] != away_from
+        assert {n: p for n, p in new.parent.items() if n != child} == {
+            n: p for n, p in old.parent.items() if n != child
+        }
+        sub = below(old, child)
+        assert below(new, child) == sub
+        assert all(new.children[x] == old.children[x] for x in sub)  # the subtree moves as it is
+        par = new.parent[child]
+        assert par not in sub and par not in avoid
+        assert new.children[par].count(child) == 1
+        assert child not in new.children[away_from]
+        cands = move_candidates(before, old.stripe, child, away_from, members, set(avoid))
+        if par == SRC:
+            assert not cands  # the source takes the child only when nobody else may
+        else:
+            assert par in cands
+            # preferred: under max_fanout children, then keeping the depth bound
+            room = {x for x in cands if len(old.children[x]) < before.max_fanout}
+            if room:
+                assert par in room
+            fits = {x for x in room if depth_in(old, x) + 1 + height_in(old, child) <= depth_bound(len(members))}
+            if fits:
+                assert par in fits
+    for new in after.trees:
+        for x in new.interior():
+            assert relay_ok[x], "a relay_ok=False member has children"
+            forwards[x] = forwards.get(x, 0) + 1
+    assert all(v <= 1 for v in forwards.values()), "a member forwards in two trees"
+
+
+@PROPS
+@given(members=member_sets(min_size=2), max_fanout=fanouts, stripes=stripe_args, data=st.data())
+def test_move_moves_only_the_child(
+    members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
+) -> None:
+    forest = plan_forest(SRC, members, stripes=stripes, max_fanout=max_fanout)
+    pairs = moves_of(forest)
+    assume(pairs)
+    _, child, away = data.draw(st.sampled_from(pairs))
+    moved = move(forest, child, away, members)
+    assert moved is not forest
+    assert all(t.parent[child] != away for t in moved.trees)
+    assert_moved(forest, moved, child, away, members)
+    assert move(forest, child, away, members) == moved  # deterministic
+
+
+@PROPS
+@given(members=member_sets(min_size=2), max_fanout=fanouts, stripes=stripe_args, data=st.data())
+def test_move_honours_stripes_and_avoid(
+    members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
+) -> None:
+    forest = plan_forest(SRC, members, stripes=stripes, max_fanout=max_fanout)
+    pairs = moves_of(forest)
+    assume(pairs)
+    j, child, away = data.draw(st.sampled_from(pairs))
+    others = [s for s in range(forest.stripes) if s != j]
+    assert move(forest, child, away, members, stripes=others) is forest
+    assert move(forest, child, away, members, stripes=[j]) == move(forest, child, away, members)
+    avoid = set(data.draw(st.lists(st.sampled_from(sorted(ids_of(members))), max_size=len(members))))
+    moved = move(forest, child, away, members, stripes=[j], avoid=avoid)
+    assert_moved(forest, moved, child, away, members, avoid)
+
+
+def test_move_stripes_limit_the_trees() -> None:
+    # a hand-built forest where c hangs under p in both trees: only the listed tree changes
+    p, q, c = nid(0), nid(1), nid(2)
+    members = [Member(p), Member(q), Member(c)]
+
+    def tree(stripe: int) -> Tree:
+        return Tree(stripe, {p: SRC, q: p, c: p}, {SRC: (p,), p: (q, c), q: (), c: ()})
+
+    forest = Forest(SRC, 2, (tree(0), tree(1)))
+    moved = move(forest, c, p, members, stripes=[1])
+    assert moved.trees[0] is forest.trees[0]
+    assert moved.trees[1].parent[c] == q
+    assert moved.trees[1].children[p] == (q,) and moved.trees[1].children[q] == (c,)
+    both = move(forest, c, p, members)
+    assert both.trees[0].parent[c] == both.trees[1].parent[c] == q
+    assert move(forest, c, p, members, stripes=[]) is forest
+
+
+def test_move_avoids_nodes_when_it_can() -> None:
+    members = [Member(nid(i), 1e6) for i in range(8)]
+    forest = plan_forest(SRC, members, stripes=1)
+    (tree,) = forest.trees
+    child, away = next((c, p) for c, p in sorted(tree.parent.items()) if p != SRC)
+    first = move(forest, child, away, members).trees[0].parent[child]
+    assert first not in (SRC, away)
+    second = move(forest, child, away, members, avoid=[first]).trees[0].parent[child]
+    assert second not in (SRC, away, first)
+    cands = move_candidates(forest, 0, child, away, members, set())
+    for keep in sorted(cands):
+        chosen = move(forest, child, away, members, avoid=cands - {keep}).trees[0].parent[child]
+        assert chosen == keep  # the one candidate not avoided
+    everyone = move(forest, child, away, members, avoid=cands)
+    assert everyone.trees[0].parent[child] == SRC  # nobody left: the source takes it
+
+
+def test_move_edge_cases() -> None:
+    members = [Member(nid(i), 1e6) for i in range(8)]
+    forest = plan_forest(SRC, members, stripes=2)
+    tree = forest.trees[0]
+    child, away = next((c, p) for c, p in sorted(tree.parent.items()) if p != SRC)
+    stranger = next(m.node_id for m in members if m.node_id not in (away, *tree.parent.values()))
+    assert all(t.parent[child] != stranger for t in forest.trees)
+    assert move(forest, child, stranger, members) is forest  # never under stranger
+    assert move(forest, nid(99), away, members) is forest  # not in the forest
+    with pytest.raises(ValueError, match="source"):
+        move(forest, SRC, away, members)
+
+
+def test_move_falls_back_to_the_source() -> None:
+    # one relay: everyone else is metered, so nobody else may forward
+    relay = nid(0)
+    members = [Member(relay, 1e6)] + [Member(nid(i), 1e6, relay_ok=False) for i in range(1, 6)]
+    forest = plan_forest(SRC, members)
+    (tree,) = forest.trees
+    assert tree.children[SRC] == (relay,)
+    child = tree.children[relay][0]
+    moved = move(forest, child, relay, members)
+    assert moved.trees[0].parent[child] == SRC
+    assert set(moved.trees[0].children[SRC]) == {relay, child}
+    assert check_forest(moved, members) == [f"tree 0: the source has 2 children, not 1"]
+    assert_moved(forest, moved, child, relay, members)
+    # two relays, two stripes: the other relay forwards in the other tree, so it may not take the child
+    members = [Member(nid(0), 1e6), Member(nid(1), 1e6)] + [Member(nid(i), relay_ok=False) for i in range(2, 8)]
+    forest = plan_forest(SRC, members, stripes=2)
+    tree = forest.trees[0]
+    (head,) = tree.children[SRC]
+    child = tree.children[head][0]
+    moved = move(forest, child, head, members)
+    assert moved.trees[0].parent[child] == SRC
+    assert moved.trees[1] is forest.trees[1]
+    assert_moved(forest, moved, child, head, members)

@@ -225,6 +225,11 @@ class Link(Connection):
         self._control.add(task)
         task.add_done_callback(self._control.discard)
 
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since anything arrived on this link (a sign of life of the peer)."""
+        return time.monotonic() - self._last_rx
+
     async def ping(self, timeout: float = 5.0, *, padding: int = 0) -> float:
         """Round-trip time to the peer in milliseconds.
 

@@ -85,6 +85,7 @@ __all__ = [
     "depth_bound",
     "lan_crossings",
     "max_children",
+    "move",
     "plan_forest",
     "reassign_metered",
     "repair",
@@ -745,6 +746,103 @@ def repair(forest: Forest, dead: NodeId, *, members: Sequence[Member]) -> Forest
 def reassign_metered(forest: Forest, node: NodeId, members: Sequence[Member]) -> Forest:
     """Like :func:`repair`, but ``node`` stays as a leaf (a relay that turned metered hands its children on)."""
     return _rehome(forest, node, members, stay=True)
+
+
+def move(
+    forest: Forest,
+    child: NodeId,
+    away_from: NodeId,
+    members: Sequence[Member],
+    *,
+    stripes: Iterable[int] | None = None,
+    avoid: Iterable[NodeId] = (),
+) -> Forest:
+    """``child`` (with its subtree) under another parent in each tree where its parent is ``away_from``.
+
+    For a child that cannot reach, or is not served by, a parent that is otherwise
+    fine: only that child moves, nothing else changes (a repair would hand on all
+    of the parent's children). ``stripes`` limits the trees considered. In each
+    such tree the new parent is a node that may forward there (``relay_ok`` per
+    ``members``, forwarding in no other tree), is not ``away_from``, not in
+    ``avoid`` and not in the child's subtree; preferred, in order: under
+    ``max_fanout`` children, keeping the depth bound, already forwarding in the
+    tree, fewest children, then NodeId. With no such node the source takes the
+    child (that stripe then costs the source more than one copy). The result
+    keeps the invariants of :func:`check_forest` except, in that last case, the
+    source's single child. A ``child`` not in the forest, or whose parent is
+    never ``away_from``, returns the forest unchanged.
+    """
+    if child == forest.source:
+        raise ValueError("the source has no parent to move away from")
+    info = {m.node_id: m for m in members}
+    skip = {away_from, *avoid}
+    want = None if stripes is None else set(stripes)
+    limit = depth_bound(len(forest.members()))
+    interior: dict[NodeId, set[int]] = {}
+    for tree in forest.trees:
+        for x in tree.interior():
+            interior.setdefault(x, set()).add(tree.stripe)
+    relay_ok = {x: info[x].relay_ok if x in info else False for x in forest.members()}
+    trees: list[Tree] = []
+    changed = False
+    for tree in forest.trees:
+        if tree.parent.get(child) != away_from or (want is not None and tree.stripe not in want):
+            trees.append(tree)
+            continue
+        trees.append(_move_in_tree(tree, forest, child, away_from, skip, relay_ok, interior, limit))
+        changed = True
+    return replace(forest, trees=tuple(trees)) if changed else forest
+
+
+def _move_in_tree(
+    tree: Tree,
+    forest: Forest,
+    child: NodeId,
+    away_from: NodeId,
+    skip: set[NodeId],
+    relay_ok: Mapping[NodeId, bool],
+    interior: dict[NodeId, set[int]],
+    limit: int,
+) -> Tree:
+    j = tree.stripe
+    src = forest.source
+    kids = {p: list(ks) for p, ks in tree.children.items()}
+    sub = {child}
+    stack = [child]
+    while stack:
+        for k in kids.get(stack.pop(), ()):
+            sub.add(k)
+            stack.append(k)
+    height, level = 0, list(kids.get(child, ()))
+    while level:
+        height += 1
+        level = [k for x in level for k in kids.get(x, ())]
+
+    def depth_of(x: NodeId) -> int:
+        d = 0
+        while x != src:
+            x = tree.parent[x]
+            d += 1
+        return d
+
+    def key(x: NodeId) -> tuple[bool, bool, bool, int, NodeId]:
+        n_kids = len(kids.get(x, ()))
+        deep = depth_of(x) + 1 + height > limit
+        return (n_kids >= forest.max_fanout, deep, j not in interior.get(x, set()), n_kids, x)
+
+    cands = [
+        x
+        for x in tree.parent
+        if x not in sub and x not in skip and relay_ok.get(x, False) and interior.get(x, set()) <= {j}
+    ]
+    new_parent = min(cands, key=key) if cands else src
+    kids[away_from].remove(child)
+    kids.setdefault(new_parent, []).append(child)
+    parent = dict(tree.parent)
+    parent[child] = new_parent
+    if new_parent != src:
+        interior.setdefault(new_parent, set()).add(j)
+    return _tree_with(tree, parent, kids, away_from, True)
 
 
 def _rehome(forest: Forest, node: NodeId, members: Sequence[Member], *, stay: bool) -> Forest:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..exceptions import EdgeAgentError, LinkError, NoRoute, PayloadError, SignatureError
 from ..wire import Chunk, ChunkRequest, Envelope, Error, ErrorCode, Have, Manifest, NodeId, Progress, TreeAssign
 from .manifest import make_manifest, payload_id, verify_manifest
-from .planner import Forest, Member, Tree, plan_forest, reassign_metered, repair
+from .planner import Forest, Member, Tree, move, plan_forest, reassign_metered, repair
 from .store import ChunkStore, PayloadState
 
 if TYPE_CHECKING:
@@ -46,7 +46,12 @@ __all__ = ["PayloadService", "SendResult"]
 log = logging.getLogger(__name__)
 CACHE_CHUNKS: Final = 32  # verified chunks kept in memory for cut-through forwarding
 PROGRESS_EVERY: Final = 0.5  # seconds between Progress reports to the source
-STALL_AFTER: Final = 15.0  # seconds without a chunk from a parent (while missing its stripe) = stalled
+STALL_AFTER: Final = 15.0  # seconds without a chunk from a linked parent (while missing its stripe) = stalled
+#: pauses between attempts to link to a parent before reporting it unreachable (a busy relay's uplink
+#: drops handshakes and ARP now and then; one failed dial is not a dead parent)
+LINK_RETRY: Final = (1.0, 2.0, 4.0)
+LIVE_WINDOW: Final = 10.0  # the source counts a member alive when it heard from it this recently
+MOVE_EVERY: Final = 10.0  # the source moves one child to another parent at most this often
 #: fault injection for tests: a relay started with this variable set flips one bit in every chunk it forwards
 FAULT_FLIP_ENV: Final = "EDGEAGENT_FAULT_FLIP_BITS"
 
@@ -97,7 +102,10 @@ class _Session:
     bad_chunks: int = 0
     bad_from: set[NodeId] = field(default_factory=set)
     last_from_parent: dict[int, float] = field(default_factory=dict)
-    reported_lost: set[NodeId] = field(default_factory=set)
+    reported_at: dict[NodeId, float] = field(default_factory=dict)  # parents reported lost, when
+    stripe_have: list[int] = field(default_factory=list)  # chunks held per stripe
+    attacher: asyncio.Task[None] | None = None
+    reattach: bool = False
     attached: set[NodeId] = field(default_factory=set)  # parents told our Have over a live link
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -126,7 +134,9 @@ class _Plan:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     wire0: int = 0
     t0: float = 0.0
-    demoted: set[NodeId] = field(default_factory=set)  # relays made leaves (stalled, corrupting, metered)
+    demoted: set[NodeId] = field(default_factory=set)  # relays made leaves (corrupting, metered)
+    moved_at: dict[NodeId, float] = field(default_factory=dict)  # children moved to another parent, when
+    moves: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -482,9 +492,15 @@ class PayloadService:
             if isinstance(body, TreeAssign) and body.parent is not None:
                 s.attached.discard(body.parent)  # a (re)assigned stripe: tell its parent what is held now
         await self._update_pushers(s)
-        await self._attach_parents(s)
+        self._attach_parents(s)
 
     def _apply_assign(self, s: _Session, a: TreeAssign) -> None:
+        if a.stripes != s.stripes or len(s.stripe_have) != max(a.stripes, 1):
+            assert s.state is not None
+            k = max(a.stripes, 1)
+            s.stripe_have = [0] * k
+            for i in s.order:
+                s.stripe_have[i % k] += 1
         s.stripes = a.stripes
         s.parents[a.stripe] = a.parent
         s.parent_addrs[a.stripe] = a.parent_addresses
@@ -492,26 +508,61 @@ class PayloadService:
         s.last_from_parent[a.stripe] = time.monotonic()
         if a.parent is not None:
             self.peers.add(a.parent)
-            s.reported_lost.discard(a.parent)
+            s.reported_at.pop(a.parent, None)
         self.peers.update(a.children)
         self.node.refresh_authorisation(set(a.children) | ({a.parent} if a.parent else set()))
 
-    async def _attach_parents(self, s: _Session) -> None:
-        """Link to every stripe's parent and tell it what this node holds (it pushes the rest)."""
+    def _attach_parents(self, s: _Session) -> None:
+        """Link to every stripe's parent and tell it what this node holds (it pushes the rest).
+
+        Runs in the background (one attacher per payload): dialling a busy parent may
+        take several attempts, and the link it was asked on must keep being read.
+        """
+        if s.attacher is not None and not s.attacher.done():
+            s.reattach = True
+            return
+        s.attacher = asyncio.ensure_future(self._attach_loop(s))
+        self._tasks.add(s.attacher)
+        s.attacher.add_done_callback(self._tasks.discard)
+
+    async def _attach_loop(self, s: _Session) -> None:
+        while True:
+            s.reattach = False
+            todo: dict[NodeId, tuple[str, ...]] = {}
+            for stripe, parent in s.parents.items():
+                if parent is None or parent in todo:
+                    continue
+                if parent in s.attached and parent in self.node.links:
+                    continue
+                todo[parent] = s.parent_addrs.get(stripe, ())
+            if todo:
+                await asyncio.gather(*(self._attach_one(s, p, addrs) for p, addrs in todo.items()))
+            if not s.reattach:
+                return
+
+    async def _attach_one(self, s: _Session, parent: NodeId, addrs: tuple[str, ...]) -> None:
         assert s.state is not None
-        have = Have(s.pid, s.state.have_bitmap())
-        told: set[NodeId] = set()
-        for stripe, parent in list(s.parents.items()):
-            if parent is None or parent in told or (parent in s.attached and parent in self.node.links):
-                continue
-            told.add(parent)
-            s.attached.add(parent)
+        error: EdgeAgentError | None = None
+        for delay in (0.0, *LINK_RETRY):
+            if delay:
+                await asyncio.sleep(delay)
+            if parent not in s.parents.values() or s.complete:
+                return  # re-planned meanwhile, or nothing left to fetch
             try:
-                link = await self.node.ensure_link(parent, s.parent_addrs.get(stripe, ()))
+                link = await self.node.ensure_link(parent, addrs)
+                have = Have(s.pid, s.state.have_bitmap())
                 await link.send(Envelope(have, self.node.identity.node_id, destination=parent))
             except EdgeAgentError as exc:
-                log.info("payload %s: parent %s unreachable: %s", s.pid.hex()[:12], parent, exc)
-                await self._report(s, lost=parent)
+                error = exc
+                continue
+            s.attached.add(parent)
+            for stripe, p in s.parents.items():
+                if p == parent:
+                    s.last_from_parent[stripe] = time.monotonic()  # the stall clock starts at the link
+            return
+        log.info("payload %s: parent %s unreachable: %s", s.pid.hex()[:12], parent, error)
+        s.reported_at[parent] = time.monotonic()
+        await self._report(s, lost=parent)
 
     async def on_have(self, link: Link, env: Envelope) -> None:
         h = env.body
@@ -648,6 +699,8 @@ class PayloadService:
         s.bytes_received += len(c.data)
         if s.stripes:
             s.last_from_parent[c.index % s.stripes] = time.monotonic()
+        if s.stripe_have:
+            s.stripe_have[c.index % len(s.stripe_have)] += 1
         s.order.append(c.index)
         s.cache[c.index] = bytes(c.data)
         while len(s.cache) > CACHE_CHUNKS:
@@ -693,7 +746,7 @@ class PayloadService:
             if p.lost_parent == self.node.identity.node_id:
                 await self._send_assigns(plan, [env.source])  # it lost us: assign again (re-link)
             elif p.lost_parent in plan.members:
-                self._spawn(self._check_lost(plan, p.lost_parent, env.source))
+                self._spawn(self._check_lost(plan, p.lost_parent, env.source, stalled=p.stalled))
         self._check_done(plan)
 
     def on_link_up(self, peer: NodeId) -> None:
@@ -706,20 +759,56 @@ class PayloadService:
                 else:
                     self._spawn(self._send_assigns(plan, [peer]))
 
-    async def _check_lost(self, plan: _Plan, node: NodeId, reporter: NodeId) -> None:
-        """A child lost ``node``: dead if this node cannot reach it either (a ping), else stalled (made a leaf)."""
-        links = self.node.links.get(node, [])
-        alive = False
-        if links:
-            try:
-                await links[0].ping(timeout=5.0)
-                alive = True
-            except EdgeAgentError:
-                alive = False
-        if alive:
-            await self._replan(plan, node, dead=False, why=f"{reporter} reports it stalled")
-        else:
+    def _heard_from(self, node: NodeId) -> bool:
+        """True when one of our links to ``node`` received something within ``LIVE_WINDOW``."""
+        return any(link.idle_seconds < LIVE_WINDOW for link in self.node.links.get(node, []))
+
+    async def _check_lost(self, plan: _Plan, node: NodeId, reporter: NodeId, *, stalled: bool = False) -> None:
+        """A child lost ``node`` (it cannot link to it, or it sends nothing).
+
+        Dead when this node cannot reach it either (nothing heard lately and no Pong):
+        the forest is repaired around it. Alive: only the reporter moves to another
+        parent, and only if ``node`` has chunks of that stripe the reporter lacks (a
+        parent that is itself starved is not at fault, and moving would not help).
+        """
+        alive = self._heard_from(node)
+        if not alive:
+            for link in self.node.links.get(node, [])[:1]:
+                try:
+                    await link.ping(timeout=LIVE_WINDOW)
+                    alive = True
+                except EdgeAgentError:
+                    alive = False
+        if not alive:
             await self._replan(plan, node, dead=True, why=f"{reporter} lost it and it does not answer here")
+        else:
+            await self._move(plan, reporter, node, stalled=stalled)
+
+    async def _move(self, plan: _Plan, child: NodeId, parent: NodeId, *, stalled: bool) -> None:
+        async with plan.lock:
+            now = time.monotonic()
+            if child in plan.dead or parent in plan.dead or now - plan.moved_at.get(child, -MOVE_EVERY) < MOVE_EVERY:
+                return
+            forest = plan.forest
+            stripes = [t.stripe for t in forest.trees if t.parent.get(child) == parent]
+            if stalled:
+                have_p = plan.progress.get(parent)
+                have_c = plan.progress.get(child)
+                pj = have_p.stripe_have if have_p is not None else ()
+                cj = have_c.stripe_have if have_c is not None else ()
+                stripes = [j for j in stripes if j < len(pj) and pj[j] > (cj[j] if j < len(cj) else 0)]
+            if not stripes:
+                return
+            avoid = plan.dead | plan.demoted
+            new = await asyncio.to_thread(
+                move, forest, child, parent, list(plan.members.values()), stripes=stripes, avoid=avoid
+            )
+            if new is forest:
+                return
+            plan.moved_at[child] = now
+            plan.moves += 1
+            why = "it stalls" if stalled else "it cannot link to it"
+            await self._apply_replan(plan, forest, new, child, f"moved away from {parent}: {why}")
 
     async def _readmit(self, plan: _Plan, peer: NodeId) -> None:
         async with plan.lock:
@@ -756,8 +845,8 @@ class PayloadService:
                 self._spawn(self._replan(plan, peer, dead=True, why="its link to the source went down"))
         for s in self.sessions.values():
             s.attached.discard(peer)
-            if s.state is not None and not s.complete and peer in s.parents.values() and peer != s.source:
-                self._spawn(self._report(s, lost=peer))
+            if s.state is not None and not s.complete and peer in s.parents.values():
+                self._attach_parents(s)  # re-link; a parent that cannot be reached is reported
 
     async def _report_loop(self, s: _Session) -> None:
         while True:
@@ -766,18 +855,26 @@ class PayloadService:
             now = time.monotonic()
             if s.state is not None and not s.complete:
                 for stripe, parent in s.parents.items():
-                    if parent is None or parent in s.reported_lost:
+                    if parent is None or now - s.reported_at.get(parent, -STALL_AFTER) < STALL_AFTER:
+                        continue
+                    if parent not in s.attached or parent not in self.node.links:
+                        self._attach_parents(s)  # not linked: the attacher retries and reports
                         continue
                     if now - s.last_from_parent.get(stripe, now) > STALL_AFTER and _missing_in(s, stripe):
-                        s.reported_lost.add(parent)
-                        await self._report(s, lost=parent)
+                        s.reported_at[parent] = now
+                        await self._report(s, lost=parent, stalled=True)
             if s.complete and not s.pushers and now - (s.finished or now) > 30:
                 return
 
-    async def _report(self, s: _Session, *, lost: NodeId | None = None, bad: NodeId | None = None) -> None:
+    async def _report(
+        self, s: _Session, *, lost: NodeId | None = None, bad: NodeId | None = None, stalled: bool = False
+    ) -> None:
         if s.state is None:
             return
-        p = Progress(s.pid, s.state.have_bytes, s.state.complete, s.bytes_sent, lost, bad, s.bad_chunks)
+        p = Progress(
+            s.pid, s.state.have_bytes, s.state.complete, s.bytes_sent, lost, bad, s.bad_chunks,
+            tuple(s.stripe_have), stalled,
+        )  # fmt: skip
         with contextlib.suppress(EdgeAgentError):
             await self.node.send(s.source, p)
 
@@ -846,6 +943,9 @@ def _assignment(forest: Forest, n: NodeId) -> list[tuple[NodeId | None, tuple[No
 def _missing_in(s: _Session, stripe: int) -> bool:
     assert s.state is not None
     k = max(s.stripes, 1)
+    if len(s.stripe_have) == k:
+        in_stripe = max(0, (s.manifest.chunk_count - stripe + k - 1) // k)
+        return s.stripe_have[stripe] < in_stripe
     return any(not s.state.has(i) for i in range(stripe, s.manifest.chunk_count, k))
 
 

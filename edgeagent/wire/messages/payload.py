@@ -128,3 +128,5 @@ class Progress(Message):
     lost_parent: NodeId | None = fld(5, Opt(NODEID), "a parent that died or stalls: re-attach this node")
     bad_parent: NodeId | None = fld(6, Opt(NODEID), "a parent that sent chunks failing verification")
     bad_chunks: int = fld(7, U32, "chunks received that failed verification", default=0)
+    stripe_have: tuple[int, ...] = fld(8, Rep(U32), "chunks held per stripe (index j: stripe j)")
+    stalled: bool = fld(9, BOOL, "lost_parent is linked but has sent nothing for a while", default=False)
