@@ -42,7 +42,10 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_runs_over_loopback() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "edgeagent.cli", "demo", "--agents", "3", "--json"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)

@@ -39,7 +39,13 @@ def test_three_agents_on_a_bridge_discover_each_other_and_link(lan: list[Netns],
             state = tmp_path / f"n{i}"
             argv = [
                 *ns.argv([sys.executable, "-m", "edgeagent.cli", "run", "--state", str(state)]),
-                "--listen", f"ws://{ns.address}:0", "--open", "--mdns", "auto", "--network", "wifi",
+                "--listen",
+                f"ws://{ns.address}:0",
+                "--open",
+                "--mdns",
+                "auto",
+                "--network",
+                "wifi",
             ]
             proc = procs.spawn(f"n{i}", argv)
             proc.info = proc.read_json_line(20)

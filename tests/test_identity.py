@@ -47,6 +47,7 @@ def test_node_id_is_libp2p_peer_id() -> None:
     assert NodeId.parse(text) == ident.node_id
     assert ident.node_id.to_bytes()[:6] == bytes.fromhex("002408011220")
 
+
 def test_libp2p_spec_vector() -> None:
     # the Ed25519 test vector of libp2p's peer-ids specification
     key = bytes.fromhex("1ed1e8fae2c4a144b8be8fd4b47bf3d3b34b871c3cacf6010f0e42d474fce27e")

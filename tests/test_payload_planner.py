@@ -484,6 +484,8 @@ def test_reassign_metered_keeps_the_node_a_leaf(
 # ---------------------------------------------------------------------------
 # move
 
+MOVE_PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
 
 def below(tree: Tree, node: NodeId) -> set[NodeId]:
     """``node`` and everything under it in ``tree``."""
@@ -515,17 +517,9 @@ def move_candidates(
     forest: Forest, stripe: int, child: NodeId, away_from: NodeId, members: Sequence[Member], avoid: set[NodeId]
 ) -> set[NodeId]:
     """The nodes :func:`move` may pick in tree ``stripe``, as its docstring lists them."""
-    tree = forest.trees[stripe]
+    sub = below(forest.trees[stripe], child)
     elsewhere = {x for t in forest.trees if t.stripe != stripe for x in t.interior()}
-    return {
-        m.node_id
-        for m in members
-        if m.relay_ok
-        and m.node_id not in elsewhere
-        and m.node_id != away_from
-        and m.node_id not in avoid
-        and m.node_id not in below(tree, child)
-    }
+    return {m.node_id for m in members if m.relay_ok} - elsewhere - sub - avoid - {away_from}
 
 
 def moves_of(forest: Forest) -> list[tuple[int, NodeId, NodeId]]:
@@ -539,23 +533,25 @@ def assert_moved(
     child: NodeId,
     away_from: NodeId,
     members: Sequence[Member],
-    avoid: set[NodeId] = frozenset(),  # type: ignore[assignment]
+    avoid: Sequence[NodeId] = (),
 ) -> None:
-    """What :func:`move` promises for ``child`` moved away from ``away_from`` (in every tree)."""
+    """What :func:`move` promises."""
     assert after.stripes == before.stripes and after.source == before.source
+    limit = depth_bound(len(members))
     to_source = {
         old.stripe
         for old, new in zip(before.trees, after.trees, strict=True)
         if old.parent.get(child) == away_from and new.parent[child] == SRC
     }
-    problems = [
-        p
-        for p in check_forest(after, members)
-        if not any(p.startswith(f"tree {j}: the source has ") and p.endswith(" children, not 1") for j in to_source)
-    ]
-    assert problems == []
+
+    def allowed(problem: str) -> bool:
+        return any(problem.startswith(f"tree {j}: the source has ") for j in to_source) and problem.endswith(
+            " children, not 1"
+        )
+
+    problems = [p for p in check_forest(after, members) if not allowed(p)]
+    assert problems == [], problems
     relay_ok = {m.node_id: m.relay_ok for m in members}
-    forwards: dict[NodeId, int] = {}
     for old, new in zip(before.trees, after.trees, strict=True):
         if old.parent.get(child) != away_from:
             assert new is old  # only the trees where child hangs under away_from change
@@ -569,20 +565,18 @@ def assert_moved(
         assert all(new.children[x] == old.children[x] for x in sub)  # the subtree moves as it is
         par = new.parent[child]
         assert par not in sub and par not in avoid
-        assert new.children[par].count(child) == 1
-        assert child not in new.children[away_from]
+        assert new.children[par].count(child) == 1 and child not in new.children[away_from]
         cands = move_candidates(before, old.stripe, child, away_from, members, set(avoid))
+        height = height_in(old, child)
+        fits = {x for x in cands if depth_in(old, x) + 1 + height <= limit}
         if par == SRC:
-            assert not cands  # the source takes the child only when nobody else may
+            assert not fits  # the source takes the child only when nobody else may (and keep the bound)
         else:
             assert par in cands
-            # preferred: under max_fanout children, then keeping the depth bound
-            room = {x for x in cands if len(old.children[x]) < before.max_fanout}
-            if room:
-                assert par in room
-            fits = {x for x in room if depth_in(old, x) + 1 + height_in(old, child) <= depth_bound(len(members))}
-            if fits:
-                assert par in fits
+            best = {x for x in fits if len(old.children[x]) < before.max_fanout}
+            if best:  # a node with room that keeps the depth bound is preferred
+                assert par in best
+    forwards: dict[NodeId, int] = {}
     for new in after.trees:
         for x in new.interior():
             assert relay_ok[x], "a relay_ok=False member has children"
@@ -590,8 +584,8 @@ def assert_moved(
     assert all(v <= 1 for v in forwards.values()), "a member forwards in two trees"
 
 
-@PROPS
-@given(members=member_sets(min_size=2), max_fanout=fanouts, stripes=stripe_args, data=st.data())
+@MOVE_PROPS
+@given(members=member_sets(min_size=2, max_size=50), max_fanout=fanouts, stripes=stripe_args, data=st.data())
 def test_move_moves_only_the_child(
     members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
 ) -> None:
@@ -606,8 +600,8 @@ def test_move_moves_only_the_child(
     assert move(forest, child, away, members) == moved  # deterministic
 
 
-@PROPS
-@given(members=member_sets(min_size=2), max_fanout=fanouts, stripes=stripe_args, data=st.data())
+@MOVE_PROPS
+@given(members=member_sets(min_size=2, max_size=50), max_fanout=fanouts, stripes=stripe_args, data=st.data())
 def test_move_honours_stripes_and_avoid(
     members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
 ) -> None:
@@ -618,13 +612,30 @@ def test_move_honours_stripes_and_avoid(
     others = [s for s in range(forest.stripes) if s != j]
     assert move(forest, child, away, members, stripes=others) is forest
     assert move(forest, child, away, members, stripes=[j]) == move(forest, child, away, members)
-    avoid = set(data.draw(st.lists(st.sampled_from(sorted(ids_of(members))), max_size=len(members))))
+    avoid = data.draw(st.lists(st.sampled_from(sorted(ids_of(members))), unique=True))
     moved = move(forest, child, away, members, stripes=[j], avoid=avoid)
     assert_moved(forest, moved, child, away, members, avoid)
 
 
+@pytest.mark.parametrize("n", [4, 6])
+def test_move_keeps_the_depth_bound(n: int) -> None:
+    # max_fanout 2, one tree, all relays; the moved node has one child (height 1).
+    # n=4: S->n0->{n2->n3, n1}, bound 3. Moving n2 off n0: the only candidate n1 (depth 2) puts n3 at 4;
+    #      the source (n3 at 2) would keep the bound.
+    # n=6: S->n4->{n0->{n1, n5}, n2->n3}, bound 4. Moving n2 off n4: n0 (full, 2 children) keeps the
+    #      bound, but the leaf n1 (room, depth 3) is preferred and puts n3 at depth 5.
+    members = [Member(nid(i), 1e6) for i in range(n)]
+    forest = plan_forest(SRC, members, stripes=1, max_fanout=2)
+    (tree,) = forest.trees
+    (child,) = (c for c, p in tree.parent.items() if p != SRC and len(tree.children[c]) == 1)
+    away = tree.parent[child]
+    assert check_forest(forest, members) == []
+    moved = move(forest, child, away, members)
+    assert [p for p in check_forest(moved, members) if "children, not 1" not in p] == []
+
+
 def test_move_stripes_limit_the_trees() -> None:
-    # a hand-built forest where c hangs under p in both trees: only the listed tree changes
+    # a hand-built forest where c hangs under p in both trees: only the listed trees change
     p, q, c = nid(0), nid(1), nid(2)
     members = [Member(p), Member(q), Member(c)]
 
@@ -636,26 +647,30 @@ def test_move_stripes_limit_the_trees() -> None:
     assert moved.trees[0] is forest.trees[0]
     assert moved.trees[1].parent[c] == q
     assert moved.trees[1].children[p] == (q,) and moved.trees[1].children[q] == (c,)
-    both = move(forest, c, p, members)
-    assert both.trees[0].parent[c] == both.trees[1].parent[c] == q
     assert move(forest, c, p, members, stripes=[]) is forest
+    # both trees: q takes c in tree 0, then forwards there, so the source takes c in tree 1
+    both = move(forest, c, p, members)
+    assert both.trees[0].parent[c] == q
+    assert both.trees[1].parent[c] == SRC
 
 
 def test_move_avoids_nodes_when_it_can() -> None:
     members = [Member(nid(i), 1e6) for i in range(8)]
     forest = plan_forest(SRC, members, stripes=1)
     (tree,) = forest.trees
-    child, away = next((c, p) for c, p in sorted(tree.parent.items()) if p != SRC)
+    # a leaf (height 0) under a relay: it may go under any node above the last level
+    child, away = next((c, p) for c, p in sorted(tree.parent.items()) if p != SRC and not tree.children.get(c))
     first = move(forest, child, away, members).trees[0].parent[child]
     assert first not in (SRC, away)
     second = move(forest, child, away, members, avoid=[first]).trees[0].parent[child]
     assert second not in (SRC, away, first)
-    cands = move_candidates(forest, 0, child, away, members, set())
+    limit = depth_bound(len(members))
+    cands = {x for x in move_candidates(forest, 0, child, away, members, set()) if depth_in(tree, x) + 1 <= limit}
+    assert len(cands) >= 2
     for keep in sorted(cands):
         chosen = move(forest, child, away, members, avoid=cands - {keep}).trees[0].parent[child]
         assert chosen == keep  # the one candidate not avoided
-    everyone = move(forest, child, away, members, avoid=cands)
-    assert everyone.trees[0].parent[child] == SRC  # nobody left: the source takes it
+    assert move(forest, child, away, members, avoid=cands).trees[0].parent[child] == SRC  # nobody left
 
 
 def test_move_edge_cases() -> None:
@@ -663,9 +678,8 @@ def test_move_edge_cases() -> None:
     forest = plan_forest(SRC, members, stripes=2)
     tree = forest.trees[0]
     child, away = next((c, p) for c, p in sorted(tree.parent.items()) if p != SRC)
-    stranger = next(m.node_id for m in members if m.node_id not in (away, *tree.parent.values()))
-    assert all(t.parent[child] != stranger for t in forest.trees)
-    assert move(forest, child, stranger, members) is forest  # never under stranger
+    stranger = next(m.node_id for m in members if all(t.parent[child] != m.node_id for t in forest.trees))
+    assert move(forest, child, stranger, members) is forest  # child is never under stranger
     assert move(forest, nid(99), away, members) is forest  # not in the forest
     with pytest.raises(ValueError, match="source"):
         move(forest, SRC, away, members)
@@ -682,7 +696,7 @@ def test_move_falls_back_to_the_source() -> None:
     moved = move(forest, child, relay, members)
     assert moved.trees[0].parent[child] == SRC
     assert set(moved.trees[0].children[SRC]) == {relay, child}
-    assert check_forest(moved, members) == [f"tree 0: the source has 2 children, not 1"]
+    assert check_forest(moved, members) == ["tree 0: the source has 2 children, not 1"]
     assert_moved(forest, moved, child, relay, members)
     # two relays, two stripes: the other relay forwards in the other tree, so it may not take the child
     members = [Member(nid(0), 1e6), Member(nid(1), 1e6)] + [Member(nid(i), relay_ok=False) for i in range(2, 8)]

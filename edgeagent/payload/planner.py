@@ -764,13 +764,14 @@ def move(
     of the parent's children). ``stripes`` limits the trees considered. In each
     such tree the new parent is a node that may forward there (``relay_ok`` per
     ``members``, forwarding in no other tree), is not ``away_from``, not in
-    ``avoid`` and not in the child's subtree; preferred, in order: under
-    ``max_fanout`` children, keeping the depth bound, already forwarding in the
-    tree, fewest children, then NodeId. With no such node the source takes the
-    child (that stripe then costs the source more than one copy). The result
-    keeps the invariants of :func:`check_forest` except, in that last case, the
-    source's single child. A ``child`` not in the forest, or whose parent is
-    never ``away_from``, returns the forest unchanged.
+    ``avoid``, not in the child's subtree and high enough in the tree to keep
+    the depth bound; preferred, in order: under ``max_fanout`` children (a
+    soft cap), already forwarding in the tree, fewest children, then NodeId.
+    With no such node the source takes the child (that stripe then costs the
+    source more than one copy). The result keeps the invariants of
+    :func:`check_forest` except, in that last case, the source's single child.
+    A ``child`` not in the forest, or whose parent is never ``away_from``,
+    returns the forest unchanged.
     """
     if child == forest.source:
         raise ValueError("the source has no parent to move away from")
@@ -825,15 +826,18 @@ def _move_in_tree(
             d += 1
         return d
 
-    def key(x: NodeId) -> tuple[bool, bool, bool, int, NodeId]:
+    def key(x: NodeId) -> tuple[bool, bool, int, NodeId]:
         n_kids = len(kids.get(x, ()))
-        deep = depth_of(x) + 1 + height > limit
-        return (n_kids >= forest.max_fanout, deep, j not in interior.get(x, set()), n_kids, x)
+        return (n_kids >= forest.max_fanout, j not in interior.get(x, set()), n_kids, x)
 
     cands = [
         x
         for x in tree.parent
-        if x not in sub and x not in skip and relay_ok.get(x, False) and interior.get(x, set()) <= {j}
+        if x not in sub
+        and x not in skip
+        and relay_ok.get(x, False)
+        and interior.get(x, set()) <= {j}
+        and depth_of(x) + 1 + height <= limit  # the depth bound is kept; max_fanout is a soft cap
     ]
     new_parent = min(cands, key=key) if cands else src
     kids[away_from].remove(child)
