@@ -1197,6 +1197,8 @@ class Node:
             metered=opts.metered,
             cost_per_gb=opts.cost_per_gb,
             issued_ms=now_ms,
+            # the payload planner sizes fan-out by it; 0 = unknown (the planner assumes 50 Mbit/s)
+            upload_bps=self.config.payload_upload_bps or 0.0,
         )
         return sign_struct(rec, self.identity)
 

@@ -149,3 +149,30 @@ async def test_send_errors(fleet: tuple[Node, list[Node]], tmp_path: Path) -> No
             await lonely.payloads.send(tmp_path / "f.bin")
     finally:
         await lonely.stop()
+
+
+async def test_configured_upload_is_advertised_and_planned_with(tmp_path: Path) -> None:
+    """``[payload] upload_mbit`` is a cap and the upload a node advertises; the source's planner uses it."""
+    domain = Node(Identity.generate(), tmp_path / "d", NodeConfig(role="domain", listen=["ws://127.0.0.1:0"], **COMMON))
+    await domain.start()
+    agents = []
+    try:
+        for i in range(3):
+            up = 2.5e6 if i == 0 else None
+            cfg = NodeConfig(listen=["ws://127.0.0.1:0"], domain=domain.listen_urls[0], payload_upload_bps=up, **COMMON)
+            a = Node(Identity.generate(), tmp_path / f"a{i}", cfg)
+            await a.start()
+            agents.append(a)
+        async with asyncio.timeout(10):
+            for a in agents:
+                await a.registered.wait()
+        slow, other = agents[0].identity.node_id, agents[1].identity.node_id
+        assert agents[0].own_record().upload_bps == 2.5e6
+        assert agents[1].own_record().upload_bps == 0.0  # unknown
+        assert domain.peer_records[slow].upload_bps == 2.5e6
+        assert domain.payloads._member(slow).upload_bps == 2.5e6
+        assert domain.payloads._member(other).upload_bps == 0.0
+    finally:
+        for a in agents:
+            await a.stop()
+        await domain.stop()
