@@ -176,6 +176,7 @@ class Node:
         self._dialing: set[NodeId] = set()
         self.forwarded = 0
         self.closed_bytes_sent = 0  # bytes sent on links since closed (egress accounting)
+        self.closed_sent_by_type: Counter[str] = Counter()  # frame bytes per message type on closed links
         # routing: the table of hops, the policy, and the live links their ids name
         self.router = Router(RouteTable(identity.node_id, config.priors or Priors()))
         self._link_ids: dict[int, str] = {}  # id(link) -> link id
@@ -415,6 +416,7 @@ class Node:
                 if via is link and fut is not None and not fut.done():
                     fut.set_exception(link.close_error or LinkClosed(f"link to {link.peer} closed"))
             self.closed_bytes_sent += link.stats.bytes_sent
+            self.closed_sent_by_type.update(link.stats.sent_by_type)
             lid = self._link_ids.pop(id(link), None)
             if lid is not None:
                 self._by_link_id.pop(lid, None)
@@ -1258,6 +1260,7 @@ class Node:
             "links": links,
             "bytes_sent_total": sent,
             "bytes_received_total": received,
+            "bytes_sent_by_type": dict(self.sent_by_type().most_common()),
             "payloads": self.payloads.status(),
             "payload_bytes_sent_by_kind": dict(self.payloads.sent_by_kind),
             "pubsub": self.pubsub.status(),
@@ -1278,6 +1281,14 @@ class Node:
             if self.mdns is None
             else {"mode": self.config.mdns, "peers": len(self.mdns.peers), "ignored": self.mdns.ignored},
         }
+
+    def sent_by_type(self) -> Counter[str]:
+        """Frame bytes this node has sent per message type, over all its links, closed ones included."""
+        total = Counter(self.closed_sent_by_type)
+        for peer_links in self.links.values():
+            for link in peer_links:
+                total.update(link.stats.sent_by_type)
+        return total
 
     async def _start_control(self) -> None:
         path = self.state_dir / CONTROL_SOCKET

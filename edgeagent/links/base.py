@@ -10,6 +10,7 @@ implementation, :class:`edgeagent.links.link.Link`, runs over any transport.
 from __future__ import annotations
 
 import abc
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -75,6 +76,8 @@ class LinkStats:
     frames_received: int = 0
     refused: int = 0
     credit_waits: int = 0
+    #: frame bytes sent per message type (what this link's upload is spent on)
+    sent_by_type: Counter[str] = field(default_factory=Counter)
 
     @property
     def cost_per_byte(self) -> float:

@@ -164,6 +164,7 @@ class Link(Connection):
         if self._credit is not None and not isinstance(env.body, _NO_CREDIT):
             await self._take_credit(len(frame))
         await self._send_frame(frame)
+        self.stats.sent_by_type[type(env.body).__name__] += len(frame)
 
     async def _take_credit(self, n: int) -> None:
         need = min(n, self._peer_window)  # a frame larger than the window waits for a full window

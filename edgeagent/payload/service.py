@@ -248,8 +248,24 @@ class PayloadService:
         return res
 
     def busy(self) -> bool:
-        """True while this node pushes payload chunks (link probes wait: they would compete and cost bytes)."""
-        return any(s.pushers for s in self.sessions.values())
+        """True while a payload moves through this node (link probes wait: they would compete and cost bytes).
+
+        That is: it pushes chunks, it receives a payload that arrived within the last minute,
+        or it is the source of a payload not yet everywhere (within an hour of its start). A
+        source whose own pushers are done still waits: its 256 KiB probes would count against
+        its egress while the tree distributes (17 probes, 6 % of a 64 MiB payload at N = 64).
+        """
+        now = time.monotonic()
+        for s in self.sessions.values():
+            if s.pushers:
+                return True
+            if (
+                s.state is not None
+                and not s.complete
+                and now - max(s.last_from_parent.values(), default=s.started) < 60
+            ):
+                return True
+        return any(not p.done.is_set() and now - p.t0 < 3600 for p in self.plans.values())
 
     def _wire_bytes_sent(self) -> int:
         """Bytes this node has put on all its links (frames, records, encryption), for egress accounting."""
