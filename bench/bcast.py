@@ -69,7 +69,7 @@ bounded. No mDNS.
 
 Usage: sudo .venv/bin/python bench/bcast.py [--agents 16 64] [--size-mib 64] [--rate-mbit 50 [25]]
            [--cell-rate-mbit 5] [--runs 3] [--star-runs 1] [--kill-relay] [--kill-runs 1]
-           [--stripes K] [--poll 1.0] [--subnets shared|per-node] [--queue-ms 100] [--gso on|off]
+           [--stripes K] [--poll 1.0] [--subnets shared|per-node] [--queue-ms 100] [--burst-kb 64] [--gso on|off]
            [--tcp-cc reno|host|NAME]
            [--loopback] [--tmp DIR] [--keep] [--json]
 """
@@ -230,17 +230,20 @@ class Lan:
         got = _run(["ip", "netns", "exec", self.hosts[0].name, "cat", "/proc/sys/net/ipv4/tcp_congestion_control"])
         return got.stdout.strip()
 
-    def shape(self, i: int, mbit: float, queue_ms: float = 100.0, gso: bool = True) -> None:
+    def shape(self, i: int, mbit: float, queue_ms: float = 100.0, gso: bool = True, burst_kb: float = 64.0) -> None:
         """tbf on host i's eth0 egress (its upload): ``mbit`` Mbit/s (tc: 1 mbit = 1e6 bit/s).
 
         ``queue_ms``: tbf ``latency`` (its tail-drop queue holds that long at the rate; this kernel
         has no fq_codel/sfq to put under it). ``gso=False`` sets eth0's ``gso_max_segs`` to 1, so
         TCP hands the queue MTU-sized packets instead of 64 KiB bursts that overflow a short queue.
+        ``burst_kb``: tbf's bucket. 64 KiB (default) lets a 64 KiB GSO packet through whole, as Wi-Fi
+        sends up to 64 KiB per transmit opportunity (A-MPDU aggregation); a bucket smaller than a
+        packet makes tbf cut it into MTU-sized ones, and each costs the receiver a wake-up and a
+        read (with 64 processes on 2 cores, the CPU then limits, not the network).
         """
         if not self.shaped:
             return
-        rate_bytes = mbit * 1e6 / 8
-        burst = max(15_000, int(rate_bytes * 0.005))  # >= 10 MTU-sized frames, ~5 ms at the rate
+        burst = int(burst_kb * 1024)
         ns = self.hosts[i].name
         argv = ["tc", "-n", ns, "qdisc", "replace", "dev", "eth0", "root", "tbf"]
         argv += ["rate", f"{mbit:g}mbit", "burst", str(burst), "latency", f"{queue_ms:g}ms"]
@@ -681,6 +684,7 @@ class Setup:
     keep: bool
     queue_ms: float = 100.0
     gso: bool = True
+    burst_kb: float = 64.0
 
 
 def kind_of(j: int) -> str:
@@ -696,10 +700,10 @@ def t_lb(n: int, size: int, rate_mbit: float) -> float:
 
 def shape_all(setup: Setup, n: int) -> None:
     lan = setup.lan
-    lan.shape(0, setup.rate_mbit, setup.queue_ms, setup.gso)
+    lan.shape(0, setup.rate_mbit, setup.queue_ms, setup.gso, setup.burst_kb)
     for j in range(n):
         rate = setup.cell_mbit if kind_of(j) == "cellular" else setup.rate_mbit
-        lan.shape(j + 1, rate, setup.queue_ms, setup.gso)
+        lan.shape(j + 1, rate, setup.queue_ms, setup.gso, setup.burst_kb)
 
 
 def one_run(setup: Setup, n: int, mode: str, index: int) -> dict[str, Any]:
@@ -1107,6 +1111,12 @@ def main() -> int:
     )
     ap.add_argument("--queue-ms", type=float, default=100.0, help="tbf latency (its queue), ms (default 100)")
     ap.add_argument(
+        "--burst-kb",
+        type=float,
+        default=64.0,
+        help="tbf bucket, KiB (default 64: a Wi-Fi A-MPDU; a whole GSO packet)",
+    )
+    ap.add_argument(
         "--gso",
         choices=("on", "off"),
         default="on",
@@ -1166,6 +1176,7 @@ def main() -> int:
                 args.keep,
                 args.queue_ms,
                 args.gso == "on",
+                args.burst_kb,
             )
             shape_all(setup, n)
             plan: list[tuple[str, int]] = []
@@ -1209,7 +1220,7 @@ def main() -> int:
             "mode": lan.mode if lan else "none",
             "why": lan.why if lan else "",
             "detail": f"one namespace per node on a bridge, subnets {args.subnets}, tc tbf on each veth's egress "
-            f"(queue {args.queue_ms:g} ms, GSO {args.gso}), TCP congestion control {tcp_cc}"
+            f"(queue {args.queue_ms:g} ms, bucket {args.burst_kb:g} KiB, GSO {args.gso}), TCP {tcp_cc}"
             if lan and lan.shaped
             else "all nodes on 127.0.0.1, unshaped",
         },
@@ -1226,6 +1237,7 @@ def main() -> int:
             "subnets": args.subnets,
             "queue_ms": args.queue_ms,
             "gso": args.gso,
+            "burst_kb": args.burst_kb,
             "tcp_cc": tcp_cc,
             "chunk": CHUNK,
         },

@@ -176,3 +176,51 @@ async def test_configured_upload_is_advertised_and_planned_with(tmp_path: Path) 
         for a in agents:
             await a.stop()
         await domain.stop()
+
+
+async def test_silent_members_are_pinged_and_only_the_dead_removed(
+    fleet: tuple[Node, list[Node]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver that stops reporting is pinged by the source: alive -> kept; no Pong -> repaired away."""
+    from edgeagent.payload import service
+
+    monkeypatch.setattr(service, "SILENT_AFTER", 1.0)
+    monkeypatch.setattr(service, "LIVE_WINDOW", 2.0)
+    domain, agents = fleet
+    me = domain.identity.node_id
+    quiet, hung = agents[0], agents[1]
+
+    async def no_report(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    quiet.payloads._report = no_report  # type: ignore[method-assign]
+    hung.payloads._report = no_report  # type: ignore[method-assign]
+    link = hung.links[me][0]
+    dispatch = link._dispatch
+
+    async def drop_pings(env: Envelope, size: int) -> None:
+        if type(env.body).__name__ == "Ping":
+            link._consumed(size)
+            return
+        await dispatch(env, size)
+
+    link._dispatch = drop_pings  # type: ignore[method-assign]
+    data = os.urandom(4 * 256 * 1024)
+    path = tmp_path / "w.bin"
+    path.write_bytes(data)
+    pid = await domain.payloads.start(path)
+    plan = domain.payloads.plans[pid]
+    deadline = time.monotonic() + 15
+    while hung.identity.node_id not in plan.dead and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert hung.identity.node_id in plan.dead  # silent and no Pong: repaired away
+    assert quiet.identity.node_id not in plan.dead  # silent but answers Pings: kept
+    others = [a for a in agents if a not in (quiet, hung)]
+    while not all(plan.progress.get(a.identity.node_id, Progress(pid)).complete for a in others):
+        assert time.monotonic() < deadline, "the other receivers did not complete"
+        await asyncio.sleep(0.1)
+    s = quiet.payloads.sessions[pid]
+    while not s.complete:
+        assert time.monotonic() < deadline, "the quiet receiver did not complete"
+        await asyncio.sleep(0.1)
+    assert hashlib.sha256(Path(s.state.path).read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()  # type: ignore[union-attr]  # noqa: ASYNC240

@@ -52,6 +52,10 @@ STALL_AFTER: Final = 15.0  # seconds without a chunk from a linked parent (while
 LINK_RETRY: Final = (1.0, 2.0, 4.0)
 LIVE_WINDOW: Final = 10.0  # the source counts a member alive when it heard from it this recently
 MOVE_EVERY: Final = 10.0  # the source moves one child to another parent at most this often
+#: a member whose Progress (every PROGRESS_EVERY) has not arrived for this long is pinged by the
+#: source; no Pong within LIVE_WINDOW = dead. A SIGKILLed relay's RST can be lost in its full
+#: upload queue, and the link's keepalive would notice only after 15 s.
+SILENT_AFTER: Final = 3.0
 #: fault injection for tests: a relay started with this variable set flips one bit in every chunk it forwards
 FAULT_FLIP_ENV: Final = "EDGEAGENT_FAULT_FLIP_BITS"
 
@@ -136,6 +140,9 @@ class _Plan:
     t0: float = 0.0
     demoted: set[NodeId] = field(default_factory=set)  # relays made leaves (corrupting, metered)
     moved_at: dict[NodeId, float] = field(default_factory=dict)  # children moved to another parent, when
+    heard_at: dict[NodeId, float] = field(default_factory=dict)  # last Progress from each member
+    checking: set[NodeId] = field(default_factory=set)  # members being pinged for silence
+    watchdog: asyncio.Task[None] | None = None
     moves: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -236,6 +243,10 @@ class PayloadService:
             forest.stripes,
         )  # fmt: skip
         await self._send_assigns(plan, receivers)
+        plan.heard_at = dict.fromkeys(receivers, time.monotonic())
+        plan.watchdog = asyncio.ensure_future(self._watch(plan))
+        self._tasks.add(plan.watchdog)
+        plan.watchdog.add_done_callback(self._tasks.discard)
         return pid
 
     async def wait(self, pid: bytes, timeout: float | None = None, progress: Any = None) -> SendResult:
@@ -756,6 +767,7 @@ class PayloadService:
         if plan is None or env.source not in plan.members:
             return
         plan.progress[env.source] = p
+        plan.heard_at[env.source] = time.monotonic()
         if p.bad_parent is not None and p.bad_parent in plan.members and plan.members[p.bad_parent].relay_ok:
             await self._replan(plan, p.bad_parent, dead=False, why=f"{env.source} got corrupt chunks from it")
         elif p.lost_parent is not None and p.lost_parent not in plan.dead:
@@ -769,11 +781,41 @@ class PayloadService:
         """A member that comes back (restarted) is re-assigned so it resumes from its have-map."""
         for plan in self.plans.values():
             if peer in plan.members and not plan.done.is_set():
+                plan.heard_at[peer] = time.monotonic()
                 if peer in plan.dead:
                     plan.dead.discard(peer)
                     self._spawn(self._readmit(plan, peer))
                 else:
                     self._spawn(self._send_assigns(plan, [peer]))
+
+    async def _watch(self, plan: _Plan) -> None:
+        """Ping members that went silent (no Progress for SILENT_AFTER); repair around the dead."""
+        while not plan.done.is_set():
+            await asyncio.sleep(PROGRESS_EVERY)
+            now = time.monotonic()
+            for node, heard in list(plan.heard_at.items()):
+                if node in plan.dead or node in plan.checking or now - heard < SILENT_AFTER:
+                    continue
+                done = plan.progress.get(node)
+                if done is not None and done.complete:
+                    continue
+                plan.checking.add(node)
+                self._spawn(self._check_silent(plan, node))
+
+    async def _check_silent(self, plan: _Plan, node: NodeId) -> None:
+        try:
+            links = self.node.links.get(node, [])
+            if links:
+                try:
+                    await links[0].ping(timeout=LIVE_WINDOW)
+                    plan.heard_at[node] = time.monotonic()
+                    return
+                except EdgeAgentError:
+                    pass
+            if plan.heard_at.get(node, 0.0) < time.monotonic() - SILENT_AFTER:
+                await self._replan(plan, node, dead=True, why="silent and does not answer a Ping")
+        finally:
+            plan.checking.discard(node)
 
     def _heard_from(self, node: NodeId) -> bool:
         """True when one of our links to ``node`` received something within ``LIVE_WINDOW``."""
