@@ -266,7 +266,7 @@ def test_repair_reattaches_orphans_to_the_grandparent() -> None:
     fixed = repair(forest, middle, members=[m for m in members if m.node_id != middle])
     (new,) = fixed.trees
     assert middle not in new.parent
-    assert all(new.parent[o] == root for o in orphans)
+    assert all(new.parent[o] == root for o in orphans)  # the least loaded relay left: the grandparent
     assert {n: p for n, p in new.parent.items() if n not in orphans} == {
         n: p for n, p in tree.parent.items() if n not in orphans and n != middle
     }
@@ -708,3 +708,25 @@ def test_move_falls_back_to_the_source() -> None:
     assert moved.trees[0].parent[child] == SRC
     assert moved.trees[1] is forest.trees[1]
     assert_moved(forest, moved, child, head, members)
+
+
+def test_repair_spreads_orphans_over_the_least_loaded_relays() -> None:
+    """A dead relay's children go to the relays with the fewest children, not all to one (its parent)."""
+    members = [Member(nid(i), 1e6) for i in range(40)]
+    forest = plan_forest(SRC, members, stripes=4, max_fanout=16)
+    j, tree, dead = next(
+        (t.stripe, t, r)
+        for t in forest.trees
+        for r in sorted(t.interior())
+        if t.parent[r] != SRC and len(t.children[r]) >= 3
+    )
+    orphans = set(tree.children[dead])
+    survivors = [m for m in members if m.node_id != dead]
+    fixed = repair(forest, dead, members=survivors)
+    new = fixed.trees[j]
+    assert_core_invariants(fixed, survivors)
+    hosts = {new.parent[o] for o in orphans}
+    assert len(hosts) >= 2  # spread, not piled onto one node
+    before = max(len(tree.children[r]) for r in tree.interior() if r != dead)
+    after = max(len(new.children[r]) for r in new.interior())
+    assert after <= before + 1  # no relay ends up with more than one child over the busiest before

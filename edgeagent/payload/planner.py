@@ -55,8 +55,8 @@ Guarantees of :func:`plan_forest` (``N`` members, ``R`` of them ``relay_ok``):
 
 :func:`repair` and :func:`reassign_metered` keep the invariants checked by
 :func:`check_forest` (not the LAN property): they first try a local fix
-(re-attach orphans to the grandparent, else to the relay of that tree with
-the most spare capacity) and fall back to re-planning the survivors with the
+(spread the orphans over the least-loaded relays of each tree, the
+grandparent first among equals) and fall back to re-planning the survivors with the
 same number of stripes when the local fix is impossible or breaks an
 invariant.
 """
@@ -722,12 +722,13 @@ def tree_assigns(
 def repair(forest: Forest, dead: NodeId, *, members: Sequence[Member]) -> Forest:
     """The forest without ``dead``, its orphans re-attached.
 
-    In each tree, every orphaned child goes to the dead node's parent when that
-    parent may forward in the tree and has room (< ``max_fanout`` children);
-    otherwise to the node of that tree with the most spare room among those
-    that may forward there (``relay_ok`` per ``members``, forwarding in no other
-    tree; nodes already forwarding in the tree first), never into its own
-    subtree; among those, one that keeps the depth bound is preferred. If
+    In each tree, the orphaned children are spread over the nodes that may
+    forward there (``relay_ok`` per ``members``, forwarding in no other tree),
+    never into their own subtree: each goes to one with room (< ``max_fanout``
+    children) that keeps the depth bound, already forwarding in the tree, with
+    the fewest children, the dead node's parent first among equals. (Giving
+    them all to the dead node's parent would pile the dead relay's upload onto
+    one node, and every node below that one would wait for it.) If
     ``dead`` was the source's child, its best forwarding-capable child takes
     its place. When fewer ``relay_ok`` survivors than stripes are left, an
     orphan nobody can take is sent to by the source itself (that stripe then
@@ -978,9 +979,6 @@ def _fix_tree(
         if grand == src:
             attach(o, src)
             continue
-        if may_forward(grand) and len(kids[grand]) < cap and grand not in sub:
-            attach(o, grand)
-            continue
         cands = [x for x in kids if x != src and x not in sub and may_forward(x)]
         if not cands:
             if not to_source:
@@ -989,9 +987,10 @@ def _fix_tree(
             continue
         tall = height(o)
 
-        def key(x: NodeId, tall: int = tall) -> tuple[bool, bool, bool, int, NodeId]:
+        def key(x: NodeId, tall: int = tall) -> tuple[bool, bool, bool, int, bool, NodeId]:
             too_deep = depth_of(x) + 1 + tall > limit
-            return (len(kids[x]) >= cap, too_deep, j not in interior.get(x, set()), len(kids[x]), x)
+            n_kids = len(kids[x])
+            return (n_kids >= cap, too_deep, j not in interior.get(x, set()), n_kids, x != grand, x)
 
         attach(o, min(cands, key=key))
     return _tree_with(tree, parent, kids, node, stay)
