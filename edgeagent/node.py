@@ -177,6 +177,7 @@ class Node:
         self.forwarded = 0
         self.closed_bytes_sent = 0  # bytes sent on links since closed (egress accounting)
         self.closed_sent_by_type: Counter[str] = Counter()  # frame bytes per message type on closed links
+        self._dials: dict[NodeId, asyncio.Future[Link]] = {}  # dials under way (ensure_link shares them)
         # routing: the table of hops, the policy, and the live links their ids name
         self.router = Router(RouteTable(identity.node_id, config.priors or Priors()))
         self._link_ids: dict[int, str] = {}  # id(link) -> link id
@@ -402,6 +403,8 @@ class Node:
             peers = self.links.get(link.peer, [])
             if link in peers:
                 peers.remove(link)
+            if peers and not self._stopped.is_set():
+                self.payloads.on_link_replaced(link.peer)
             if not peers:
                 self.links.pop(link.peer, None)
                 if not self._stopped.is_set():
@@ -679,10 +682,22 @@ class Node:
                 w.cancel()
 
     async def ensure_link(self, peer: NodeId, addresses: tuple[str, ...] = (), timeout: float = 10.0) -> Link:
-        """A link to ``peer``: an existing one, or a new one dialled at ``addresses`` (or its record's)."""
+        """A link to ``peer``: an existing one, or a new one dialled at ``addresses`` (or its record's).
+
+        Concurrent callers share one dial. When the peer dials this node at the same time,
+        both links stay (each carries what was sent on it; one idle link costs a keepalive).
+        """
         for link in self.links.get(peer, []):
             if not link.closed:
                 return link
+        pending = self._dials.get(peer)
+        if pending is None:
+            pending = asyncio.ensure_future(self._dial_peer(peer, addresses, timeout))
+            self._dials[peer] = pending
+            pending.add_done_callback(lambda f: (self._dials.pop(peer, None), f.cancelled() or f.exception()))
+        return await asyncio.shield(pending)
+
+    async def _dial_peer(self, peer: NodeId, addresses: tuple[str, ...], timeout: float) -> Link:
         rec = self.peer_records.get(peer)
         urls = list(addresses) or (list(rec.addresses) if rec else [])
         errors = []
@@ -695,10 +710,8 @@ class Node:
             except (EdgeAgentError, TimeoutError) as exc:
                 errors.append(f"{url}: {exc or 'timed out'}")
                 continue
-            for existing in self.links.get(peer, []):  # lost a race with another dial: keep one
-                if not existing.closed:
-                    await link.close(1000, "duplicate link")
-                    return existing
+            # a link the peer dialled meanwhile stays too: closing either end's own dial (as this did
+            # once) left both ends without a link, and closing any link loses what is in flight on it
             await self._on_link(link)
             return link
         raise NoRoute(f"cannot link to {peer}: " + ("; ".join(errors) if errors else "no address known"))

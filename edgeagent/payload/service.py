@@ -99,6 +99,7 @@ class _Session:
     pushers: dict[NodeId, asyncio.Task[None]] = field(default_factory=dict)
     cache: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     order: list[int] = field(default_factory=list)  # chunks held, in the order this node came to hold them
+    ordered: set[int] = field(default_factory=set)  # the same, as a set
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -500,6 +501,7 @@ class PayloadService:
                 return
             s = _Session(pid, a.manifest, env.source, state, stripes=a.stripes)
             s.order = [i for i in range(a.manifest.chunk_count) if state.has(i)]  # resumed chunks first
+            s.ordered = set(s.order)
             self.sessions[pid] = s
             s.reporter = asyncio.ensure_future(self._report_loop(s))
             early = self._early.pop(pid, [])
@@ -635,6 +637,7 @@ class PayloadService:
         bits = s.child_have.get(child, bytearray())
         task = asyncio.current_task()
         cursor = 0
+        failures = 0
         mine: frozenset[int] = frozenset()
         k = 0
         try:
@@ -647,8 +650,8 @@ class PayloadService:
                 if stripes != mine or k != max(s.stripes, 1):
                     mine, k, cursor = stripes, max(s.stripes, 1), 0
                 if cursor >= len(s.order):
-                    if s.complete:
-                        return
+                    if len(s.order) >= s.manifest.chunk_count:
+                        return  # every chunk passed (s.complete alone may run ahead of s.order)
                     async with s.arrived:
                         if cursor >= len(s.order):
                             with contextlib.suppress(TimeoutError):
@@ -664,12 +667,19 @@ class PayloadService:
                     continue
                 if self._flip:
                     data = bytes([data[0] ^ 1]) + data[1:]
-                links = node.links.get(child)
-                if not links:
+                link = next((x for x in node.links.get(child, []) if not x.closed), None)
+                if link is None:
                     return  # the child re-sends Have when it links again
-                link = links[0]
                 await self._pace(len(data))
-                await link.send(Envelope(Chunk(s.pid, i, data), me, destination=child))
+                try:
+                    await link.send(Envelope(Chunk(s.pid, i, data), me, destination=child))
+                except LinkError:
+                    if not any(not x.closed for x in node.links.get(child, [])) or failures >= 3:
+                        raise
+                    failures += 1  # that link closed (e.g. a duplicate); the child has another: resend there
+                    cursor -= 1
+                    continue
+                failures = 0
                 if i >> 3 < len(bits):
                     bits[i >> 3] |= 1 << (i & 7)
                 s.bytes_sent += len(data)
@@ -723,11 +733,15 @@ class PayloadService:
             log.warning("payload %s: chunk %d from %s fails verification", s.pid.hex()[:12], c.index, sender)
             await self._report(s, bad=sender)
             return
-        s.bytes_received += len(c.data)
         if s.stripes:
             s.last_from_parent[c.index % s.stripes] = time.monotonic()
+        if c.index in s.ordered:  # the same chunk from two parents at once: stored (and counted) once
+            s.duplicates += 1
+            return
+        s.bytes_received += len(c.data)
         if s.stripe_have:
             s.stripe_have[c.index % len(s.stripe_have)] += 1
+        s.ordered.add(c.index)
         s.order.append(c.index)
         s.cache[c.index] = bytes(c.data)
         while len(s.cache) > CACHE_CHUNKS:
@@ -778,7 +792,14 @@ class PayloadService:
         self._check_done(plan)
 
     def on_link_up(self, peer: NodeId) -> None:
-        """A member that comes back (restarted) is re-assigned so it resumes from its have-map."""
+        """A member that comes back (restarted) is re-assigned so it resumes from its have-map.
+
+        A child whose pusher stopped when its link closed (e.g. the loser of two crossing
+        dials) is pushed to again over the new link, from what it is known to hold.
+        """
+        for s in self.sessions.values():
+            if peer in s.child_have and peer not in s.pushers and any(peer in k for k in s.children.values()):
+                s.pushers[peer] = asyncio.ensure_future(self._push(s, peer))
         for plan in self.plans.values():
             if peer in plan.members and not plan.done.is_set():
                 plan.heard_at[peer] = time.monotonic()
@@ -896,6 +917,18 @@ class PayloadService:
         await self._send_assigns(
             plan, [peer, *[n for n in plan.forest.members() if _assignment(old, n) != _assignment(plan.forest, n)]]
         )
+
+    def on_link_replaced(self, peer: NodeId) -> None:
+        """One of several links to ``peer`` closed (e.g. the loser of two crossing dials).
+
+        What was in flight on it may be lost (a Have the peer read after it began closing):
+        tell a parent again what this node holds, over the link that remains. Pushers to a
+        child move to the remaining link by themselves.
+        """
+        for s in self.sessions.values():
+            if s.state is not None and not s.complete and peer in s.parents.values():
+                s.attached.discard(peer)
+                self._attach_parents(s)
 
     def on_link_down(self, peer: NodeId) -> None:
         for plan in self.plans.values():
