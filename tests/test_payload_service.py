@@ -186,6 +186,7 @@ async def test_silent_members_are_pinged_and_only_the_dead_removed(
 
     monkeypatch.setattr(service, "SILENT_AFTER", 1.0)
     monkeypatch.setattr(service, "LIVE_WINDOW", 2.0)
+    monkeypatch.setattr(service, "LINK_WAIT", 1.0)  # the silent two never report being linked
     domain, agents = fleet
     me = domain.identity.node_id
     quiet, hung = agents[0], agents[1]
@@ -224,3 +225,41 @@ async def test_silent_members_are_pinged_and_only_the_dead_removed(
         assert time.monotonic() < deadline, "the quiet receiver did not complete"
         await asyncio.sleep(0.1)
     assert hashlib.sha256(Path(s.state.path).read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()  # type: ignore[union-attr]  # noqa: ASYNC240
+
+
+async def test_source_waits_until_receivers_are_linked(
+    fleet: tuple[Node, list[Node]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No chunk leaves the source before every receiver reports it is linked to its parents (LINK_WAIT caps it)."""
+    from edgeagent.payload import service
+
+    domain, agents = fleet
+    slow = agents[2].payloads
+    original = slow._attach_one
+    delay = {"s": 1.5}
+
+    async def late_attach(*args: Any) -> None:
+        await asyncio.sleep(delay["s"])
+        await original(*args)
+
+    slow._attach_one = late_attach  # type: ignore[method-assign]
+    data = os.urandom(6 * 256 * 1024)
+    path = tmp_path / "g.bin"
+    path.write_bytes(data)
+    pid = await domain.payloads.start(path)
+    plan = domain.payloads.plans[pid]
+    await asyncio.sleep(1.0)
+    assert plan.session.bytes_sent == 0 and not plan.session.go.is_set()  # one receiver is still dialling
+    res = await asyncio.wait_for(domain.payloads.wait(pid), 30)
+    assert res.completed == 5 and res.source_bytes_sent == len(data)
+    # a receiver that never gets linked holds the source back for LINK_WAIT only
+    monkeypatch.setattr(service, "LINK_WAIT", 0.5)
+    delay["s"] = 30.0
+    path2 = tmp_path / "h.bin"
+    path2.write_bytes(os.urandom(2 * 256 * 1024))
+    pid2 = await domain.payloads.start(path2)
+    plan2 = domain.payloads.plans[pid2]
+    async with asyncio.timeout(10):
+        while plan2.session.bytes_sent == 0:
+            await asyncio.sleep(0.05)
+    assert plan2.session.go.is_set()

@@ -56,6 +56,11 @@ MOVE_EVERY: Final = 10.0  # the source moves one child to another parent at most
 #: source; no Pong within LIVE_WINDOW = dead. A SIGKILLed relay's RST can be lost in its full
 #: upload queue, and the link's keepalive would notice only after 15 s.
 SILENT_AFTER: Final = 3.0
+#: the source holds its first chunk until every receiver reports it is linked to all its parents
+#: (or this many seconds pass): handshakes done on idle uplinks take milliseconds, while behind
+#: full tail-drop queues their lost SYN-ACKs cost 1, 3, 7 s of TCP backoff (at N = 64 half the
+#: receivers got nothing for 7-14 s because their parents' links came up that late)
+LINK_WAIT: Final = 5.0
 #: fault injection for tests: a relay started with this variable set flips one bit in every chunk it forwards
 FAULT_FLIP_ENV: Final = "EDGEAGENT_FAULT_FLIP_BITS"
 
@@ -111,6 +116,7 @@ class _Session:
     stripe_have: list[int] = field(default_factory=list)  # chunks held per stripe
     attacher: asyncio.Task[None] | None = None
     reattach: bool = False
+    go: asyncio.Event = field(default_factory=asyncio.Event)  # the source pushes once set
     attached: set[NodeId] = field(default_factory=set)  # parents told our Have over a live link
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -233,6 +239,7 @@ class PayloadService:
         addresses[me] = tuple(node.listen_urls)
         session = _Session(pid, manifest, me, None, src_path=path, stripes=forest.stripes)
         session.order = list(range(manifest.chunk_count))
+        session.ordered = set(session.order)
         self.sessions[pid] = session
         plan = _Plan(session, forest, members, addresses)
         plan.wire0 = self._wire_bytes_sent()
@@ -245,6 +252,7 @@ class PayloadService:
         )  # fmt: skip
         await self._send_assigns(plan, receivers)
         plan.heard_at = dict.fromkeys(receivers, time.monotonic())
+        self._spawn(self._go_when_linked(plan))
         plan.watchdog = asyncio.ensure_future(self._watch(plan))
         self._tasks.add(plan.watchdog)
         plan.watchdog.add_done_callback(self._tasks.discard)
@@ -501,6 +509,7 @@ class PayloadService:
                 return
             s = _Session(pid, a.manifest, env.source, state, stripes=a.stripes)
             s.order = [i for i in range(a.manifest.chunk_count) if state.has(i)]  # resumed chunks first
+            s.go.set()  # only the source waits before pushing
             s.ordered = set(s.order)
             self.sessions[pid] = s
             s.reporter = asyncio.ensure_future(self._report_loop(s))
@@ -588,6 +597,8 @@ class PayloadService:
             for stripe, p in s.parents.items():
                 if p == parent:
                     s.last_from_parent[stripe] = time.monotonic()  # the stall clock starts at the link
+            if self._linked(s):
+                await self._report(s)  # the source waits for this before its first chunk
             return
         log.info("payload %s: parent %s unreachable: %s", s.pid.hex()[:12], parent, error)
         s.reported_at[parent] = time.monotonic()
@@ -636,6 +647,7 @@ class PayloadService:
         me = node.identity.node_id
         bits = s.child_have.get(child, bytearray())
         task = asyncio.current_task()
+        await s.go.wait()
         cursor = 0
         failures = 0
         mine: frozenset[int] = frozenset()
@@ -809,6 +821,28 @@ class PayloadService:
                 else:
                     self._spawn(self._send_assigns(plan, [peer]))
 
+    async def _go_when_linked(self, plan: _Plan) -> None:
+        """Start pushing once every live receiver is linked to its parents, or after LINK_WAIT."""
+        s = plan.session
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINK_WAIT):
+                while not all(
+                    n in plan.dead or (n in plan.progress and (plan.progress[n].linked or plan.progress[n].complete))
+                    for n in plan.members
+                ):
+                    plan.changed.clear()
+                    await plan.changed.wait()
+        waited = time.monotonic() - plan.t0
+        linked = sum(1 for p in plan.progress.values() if p.linked or p.complete)
+        log.info(
+            "payload %s: %d/%d receivers linked after %.2f s: pushing",
+            s.pid.hex()[:12],
+            linked,
+            len(plan.members),
+            waited,
+        )
+        s.go.set()
+
     async def _watch(self, plan: _Plan) -> None:
         """Ping members that went silent (no Progress for SILENT_AFTER); repair around the dead."""
         while not plan.done.is_set():
@@ -964,10 +998,14 @@ class PayloadService:
             return
         p = Progress(
             s.pid, s.state.have_bytes, s.state.complete, s.bytes_sent, lost, bad, s.bad_chunks,
-            tuple(s.stripe_have), stalled,
+            tuple(s.stripe_have), stalled, self._linked(s),
         )  # fmt: skip
         with contextlib.suppress(EdgeAgentError):
             await self.node.send(s.source, p)
+
+    def _linked(self, s: _Session) -> bool:
+        """Linked to every assigned parent, which has been told our Have."""
+        return all(p is None or (p in s.attached and p in self.node.links) for p in s.parents.values())
 
     async def _reply_error(self, link: Link, env: Envelope, reason: str) -> None:
         if env.reply_to is None:

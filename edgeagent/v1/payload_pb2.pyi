@@ -82,7 +82,7 @@ class Have(_message.Message):
     def __init__(self, payload_id: _Optional[bytes] = ..., bitmap: _Optional[bytes] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent", "lost_parent", "bad_parent", "bad_chunks", "stripe_have", "stalled")
+    __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent", "lost_parent", "bad_parent", "bad_chunks", "stripe_have", "stalled", "linked")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class Progress(_message.Message):
     BAD_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     STRIPE_HAVE_FIELD_NUMBER: _ClassVar[int]
     STALLED_FIELD_NUMBER: _ClassVar[int]
+    LINKED_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     have_bytes: int
     complete: bool
@@ -101,4 +102,5 @@ class Progress(_message.Message):
     bad_chunks: int
     stripe_have: _containers.RepeatedScalarFieldContainer[int]
     stalled: bool
-    def __init__(self, payload_id: _Optional[bytes] = ..., have_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_sent: _Optional[int] = ..., lost_parent: _Optional[bytes] = ..., bad_parent: _Optional[bytes] = ..., bad_chunks: _Optional[int] = ..., stripe_have: _Optional[_Iterable[int]] = ..., stalled: _Optional[bool] = ...) -> None: ...
+    linked: bool
+    def __init__(self, payload_id: _Optional[bytes] = ..., have_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_sent: _Optional[int] = ..., lost_parent: _Optional[bytes] = ..., bad_parent: _Optional[bytes] = ..., bad_chunks: _Optional[int] = ..., stripe_have: _Optional[_Iterable[int]] = ..., stalled: _Optional[bool] = ..., linked: _Optional[bool] = ...) -> None: ...

@@ -130,3 +130,4 @@ class Progress(Message):
     bad_chunks: int = fld(7, U32, "chunks received that failed verification", default=0)
     stripe_have: tuple[int, ...] = fld(8, Rep(U32), "chunks held per stripe (index j: stripe j)")
     stalled: bool = fld(9, BOOL, "lost_parent is linked but has sent nothing for a while", default=False)
+    linked: bool = fld(10, BOOL, "linked to (and told its Have to) every parent assigned", default=False)
