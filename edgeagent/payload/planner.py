@@ -95,8 +95,12 @@ __all__ = [
 
 #: upload assumed for a member whose upload is unknown (50 Mbit/s)
 DEFAULT_UPLOAD_BPS = 6.25e6
-#: the most stripes chosen automatically
-MAX_AUTO_STRIPES = 8
+#: the most stripes chosen automatically. Every stripe is one more parent link per receiver and more
+#: child flows per relay: at N = 64 on shared uplinks, 8 stripes took 2.7 to more than 6 s to link
+#: and children starved behind a relay's 11 flows (21 stall repairs in one run), where 4 stripes linked
+#: in 1.4-1.9 s with no repairs (bench/bcast.py). Fewer stripes balance uploads less finely (a relay
+#: carries up to 1.5 S instead of 1.375 S when 48 of 64 nodes relay).
+MAX_AUTO_STRIPES = 4
 #: groups of at most this many members get one tree
 SMALL_GROUP = 4
 #: automatic stripes: the most stripes whose busiest uploader is within this share of the best
