@@ -136,6 +136,10 @@ class Node:
 
         self._forwards = config.forward if config.forward is not None else config.role == "domain"
         caps = tuple(config.link.capabilities) + (("relay",) if self._forwards else ())
+        from .payload.manifest import hash_available
+
+        if hash_available("blake3"):
+            caps += ("blake3",)  # payload manifests may hash chunks with BLAKE3 for this node
         self.link_options = dataclasses.replace(
             config.link, authorize=authorize, role=config.role, capabilities=tuple(dict.fromkeys(caps))
         )

@@ -263,3 +263,30 @@ async def test_source_waits_until_receivers_are_linked(
         while plan2.session.bytes_sent == 0:
             await asyncio.sleep(0.05)
     assert plan2.session.go.is_set()
+
+
+async def test_blake3_only_when_every_receiver_advertises_it(fleet: tuple[Node, list[Node]], tmp_path: Path) -> None:
+    from edgeagent.payload.manifest import hash_available
+
+    if not hash_available("blake3"):
+        pytest.skip("the blake3 package is not installed on this machine")
+    domain, agents = fleet
+    ids = [a.identity.node_id for a in agents]
+    assert all("blake3" in domain.peer_records[i].capabilities for i in ids)  # advertised by every agent
+    assert domain.payloads.hash_for(ids) == "blake3"
+    data = os.urandom(3 * 256 * 1024)
+    path = tmp_path / "b3.bin"
+    path.write_bytes(data)
+    res = await asyncio.wait_for(domain.payloads.send(path), 30)
+    assert res.completed == 5
+    assert domain.payloads.sessions[bytes.fromhex(res.payload_id)].manifest.hash_alg == "blake3"
+    for a in agents:  # verified and stored under BLAKE3 everywhere
+        s = a.payloads.sessions[bytes.fromhex(res.payload_id)]
+        assert s.manifest.hash_alg == "blake3" and s.complete
+    # one receiver without the capability: SHA-256 for everyone
+    rec = domain.peer_records[ids[0]]
+    domain.peer_records[ids[0]] = dataclasses.replace(
+        rec, capabilities=tuple(c for c in rec.capabilities if c != "blake3")
+    )
+    assert domain.payloads.hash_for(ids) == "sha256"
+    assert domain.payloads.hash_for(ids[1:]) == "blake3"

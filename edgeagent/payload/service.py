@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import EdgeAgentError, LinkError, NoRoute, PayloadError, SignatureError
 from ..wire import Chunk, ChunkRequest, Envelope, Error, ErrorCode, Have, Manifest, NodeId, Progress, TreeAssign
-from .manifest import make_manifest, payload_id, verify_manifest
+from .manifest import hash_available, make_manifest, payload_id, verify_manifest
 from .planner import Forest, Member, Tree, move, plan_forest, reassign_metered, repair
 from .store import ChunkStore, PayloadState
 
@@ -215,6 +215,9 @@ class PayloadService:
         me = node.identity.node_id
         if not await asyncio.to_thread(path.is_file):
             raise PayloadError(f"{path} is not a readable file")
+        receivers = self._receivers(to)
+        if not receivers:
+            raise NoRoute("no receivers: no authorised peer is linked or registered here (or name them with --to)")
         manifest = await asyncio.to_thread(
             make_manifest,
             path,
@@ -222,11 +225,9 @@ class PayloadService:
             chunk_size=chunk_size,
             name=path.name,
             created_ms=int(time.time() * 1000),
+            hash_alg=self.hash_for(receivers),
         )
         pid = payload_id(manifest)
-        receivers = self._receivers(to)
-        if not receivers:
-            raise NoRoute("no receivers: no authorised peer is linked or registered here (or name them with --to)")
         members = {r: self._member(r) for r in receivers}
         if star:
             members = {r: Member(r, m.upload_bps, False, m.lan_group) for r, m in members.items()}
@@ -306,6 +307,18 @@ class PayloadService:
                 found[peer] = None
         found.pop(me, None)
         return sorted(found)
+
+    def hash_for(self, receivers: list[NodeId]) -> str:
+        """BLAKE3 when this node and every receiver advertise it (``blake3`` capability), else SHA-256."""
+        if not hash_available("blake3"):
+            return "sha256"
+        for peer in receivers:
+            rec = self.node.peer_records.get(peer)
+            links = self.node.links.get(peer, [])
+            caps = rec.capabilities if rec is not None else (links[0].peer_hello.capabilities if links else ())
+            if "blake3" not in caps:
+                return "sha256"
+        return "blake3"
 
     def _member(self, peer: NodeId) -> Member:
         node = self.node
