@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edgeagent.payload.planner import (
+    LARGE_GROUP,
     MAX_AUTO_STRIPES,
+    MAX_AUTO_STRIPES_LARGE,
     STRIPE_SLACK,
     Forest,
     Member,
@@ -36,6 +38,7 @@ from edgeagent.payload.planner import (
     plan_forest,
     reassign_metered,
     repair,
+    stripe_candidates,
     tree_assigns,
 )
 from edgeagent.wire import NodeId
@@ -377,7 +380,8 @@ def test_plan_invariants(members: list[Member], max_fanout: int, stripes: int | 
     elif len(members) <= 4:
         assert forest.stripes == 1
     else:
-        assert 1 <= forest.stripes <= max(1, min(n_relays, MAX_AUTO_STRIPES))
+        cap = MAX_AUTO_STRIPES_LARGE if len(members) > LARGE_GROUP else MAX_AUTO_STRIPES
+        assert 1 <= forest.stripes <= max(1, min(n_relays, cap))
     if n_relays:
         assert all(len(kids) == 1 for kids in forest.source_children())
     else:
@@ -730,3 +734,12 @@ def test_repair_spreads_orphans_over_the_least_loaded_relays() -> None:
     before = max(len(tree.children[r]) for r in tree.interior() if r != dead)
     after = max(len(new.children[r]) for r in new.interior())
     assert after <= before + 1  # no relay ends up with more than one child over the busiest before
+
+
+def test_large_groups_get_at_most_four_automatic_stripes() -> None:
+    """More stripes mean more parent links per receiver and more flows per relay: capped for big groups."""
+    big = [Member(nid(i), 1e6) for i in range(64)]
+    assert plan_forest(SRC, big).stripes <= MAX_AUTO_STRIPES_LARGE == 4
+    assert plan_forest(SRC, big, stripes=8).stripes == 8  # an explicit choice is kept
+    small = [Member(nid(i), 1e6) for i in range(LARGE_GROUP)]
+    assert stripe_candidates(len(small), len(small))[-1] == MAX_AUTO_STRIPES

@@ -73,7 +73,9 @@ from ..wire import Hop, Manifest, NodeId, RouteSegment, TreeAssign
 
 __all__ = [
     "DEFAULT_UPLOAD_BPS",
+    "LARGE_GROUP",
     "MAX_AUTO_STRIPES",
+    "MAX_AUTO_STRIPES_LARGE",
     "SMALL_GROUP",
     "STRIPE_SLACK",
     "Forest",
@@ -95,12 +97,17 @@ __all__ = [
 
 #: upload assumed for a member whose upload is unknown (50 Mbit/s)
 DEFAULT_UPLOAD_BPS = 6.25e6
-#: the most stripes chosen automatically. Every stripe is one more parent link per receiver and more
-#: child flows per relay: at N = 64 on shared uplinks, 8 stripes took 2.7 to more than 6 s to link
-#: and children starved behind a relay's 11 flows (21 stall repairs in one run), where 4 stripes linked
-#: in 1.4-1.9 s with no repairs (bench/bcast.py). Fewer stripes balance uploads less finely (a relay
-#: carries up to 1.5 S instead of 1.375 S when 48 of 64 nodes relay).
-MAX_AUTO_STRIPES = 4
+#: the most stripes chosen automatically
+MAX_AUTO_STRIPES = 8
+#: ... and for groups of more than LARGE_GROUP members. Every stripe is one more parent link per
+#: receiver and more child flows per relay: at N = 64 on shared uplinks, 8 stripes took 2.7 to more
+#: than 6 s to link and children starved behind a relay's 11 flows (21 stall repairs in one run),
+#: where at most 4 linked in 1.4-1.9 s with no repairs (bench/bcast.py). Fewer stripes balance uploads
+#: less finely (a relay carries up to 1.5 S instead of 1.375 S when 48 of 64 nodes relay); small
+#: groups keep up to 8, which also keeps their first tree (federated learning's aggregation tree)
+#: shallow.
+LARGE_GROUP = 16
+MAX_AUTO_STRIPES_LARGE = 4
 #: groups of at most this many members get one tree
 SMALL_GROUP = 4
 #: automatic stripes: the most stripes whose busiest uploader is within this share of the best
@@ -238,7 +245,8 @@ def stripe_candidates(n_members: int, n_relays: int, stripes: int | None = None)
 
     Given ``stripes``: just that, but at most the number of relays (and at
     least 1). Otherwise ``[1]`` for groups of at most ``SMALL_GROUP`` members
-    or at most one relay, else ``1 .. min(n_relays, MAX_AUTO_STRIPES)``.
+    or at most one relay, else ``1 .. min(n_relays, MAX_AUTO_STRIPES)`` (``MAX_AUTO_STRIPES_LARGE``
+    for more than ``LARGE_GROUP`` members).
     """
     if stripes is not None:
         if stripes < 1:
@@ -246,7 +254,8 @@ def stripe_candidates(n_members: int, n_relays: int, stripes: int | None = None)
         return [max(1, min(stripes, n_relays))]
     if n_members <= SMALL_GROUP or n_relays <= 1:
         return [1]
-    return list(range(1, min(n_relays, MAX_AUTO_STRIPES) + 1))
+    cap = MAX_AUTO_STRIPES_LARGE if n_members > LARGE_GROUP else MAX_AUTO_STRIPES
+    return list(range(1, min(n_relays, cap) + 1))
 
 
 def busiest_time(forest: Forest, members: Sequence[Member]) -> float:

@@ -588,6 +588,8 @@ class PayloadService:
                 todo[parent] = s.parent_addrs.get(stripe, ())
             if todo:
                 await asyncio.gather(*(self._attach_one(s, p, addrs) for p, addrs in todo.items()))
+            elif s.state is not None and self._linked(s):
+                await self._report(s)  # linked already (links from an earlier payload): tell the source now
             if not s.reattach:
                 return
 
