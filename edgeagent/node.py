@@ -120,6 +120,12 @@ class NodeConfig:
     fl_data: Path | None = None  # a device's local training data (.npz with x and y)
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (its failure is reported to whoever awaited it, if anyone)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Node:
     def __init__(self, identity: Identity, state_dir: Path, config: NodeConfig) -> None:
         self.identity = identity
@@ -698,7 +704,8 @@ class Node:
         if pending is None:
             pending = asyncio.ensure_future(self._dial_peer(peer, addresses, timeout))
             self._dials[peer] = pending
-            pending.add_done_callback(lambda f: (self._dials.pop(peer, None), f.cancelled() or f.exception()))
+            pending.add_done_callback(lambda _: self._dials.pop(peer, None))
+            pending.add_done_callback(_retrieve)  # a dial all its callers stopped waiting for
         return await asyncio.shield(pending)
 
     async def _dial_peer(self, peer: NodeId, addresses: tuple[str, ...], timeout: float) -> Link:

@@ -588,15 +588,23 @@ def assert_moved(
     assert all(v <= 1 for v in forwards.values()), "a member forwards in two trees"
 
 
+def drawn_move(
+    members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
+) -> tuple[Forest, int, NodeId, NodeId]:
+    """A planned forest and a (stripe, child, parent) drawn from its non-source edges."""
+    forest = plan_forest(SRC, members, stripes=stripes, max_fanout=max_fanout)
+    pairs = moves_of(forest)
+    assume(pairs)
+    j, child, away = data.draw(st.sampled_from(pairs))
+    return forest, j, child, away
+
+
 @MOVE_PROPS
 @given(members=member_sets(min_size=2, max_size=50), max_fanout=fanouts, stripes=stripe_args, data=st.data())
 def test_move_moves_only_the_child(
     members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
 ) -> None:
-    forest = plan_forest(SRC, members, stripes=stripes, max_fanout=max_fanout)
-    pairs = moves_of(forest)
-    assume(pairs)
-    _, child, away = data.draw(st.sampled_from(pairs))
+    forest, _, child, away = drawn_move(members, max_fanout, stripes, data)
     moved = move(forest, child, away, members)
     assert moved is not forest
     assert all(t.parent[child] != away for t in moved.trees)
@@ -609,10 +617,7 @@ def test_move_moves_only_the_child(
 def test_move_honours_stripes_and_avoid(
     members: list[Member], max_fanout: int, stripes: int | None, data: st.DataObject
 ) -> None:
-    forest = plan_forest(SRC, members, stripes=stripes, max_fanout=max_fanout)
-    pairs = moves_of(forest)
-    assume(pairs)
-    j, child, away = data.draw(st.sampled_from(pairs))
+    forest, j, child, away = drawn_move(members, max_fanout, stripes, data)
     others = [s for s in range(forest.stripes) if s != j]
     assert move(forest, child, away, members, stripes=others) is forest
     assert move(forest, child, away, members, stripes=[j]) == move(forest, child, away, members)

@@ -101,23 +101,14 @@ async def establish(
     except BaseException:  # cancelled (or a bug): never leave the transport open
         await asyncio.shield(transport.close(1011, "handshake aborted"))
         raise
-    return Link(transport, hs.result, identity, options, initiator=initiator)
+    return Link(transport, hs.result, identity, options)
 
 
 class Link(Connection):
     """An authenticated, encrypted link to one peer over one transport."""
 
-    def __init__(
-        self,
-        transport: FrameTransport,
-        result: HandshakeResult,
-        identity: Identity,
-        options: LinkOptions,
-        *,
-        initiator: bool = True,
-    ):
+    def __init__(self, transport: FrameTransport, result: HandshakeResult, identity: Identity, options: LinkOptions):
         self.transport = transport
-        self.initiator = initiator  # this end dialled
         self.identity = identity
         self.options = options
         self.peer: NodeId = result.peer

@@ -149,8 +149,6 @@ class _Plan:
     moved_at: dict[NodeId, float] = field(default_factory=dict)  # children moved to another parent, when
     heard_at: dict[NodeId, float] = field(default_factory=dict)  # last Progress from each member
     checking: set[NodeId] = field(default_factory=set)  # members being pinged for silence
-    watchdog: asyncio.Task[None] | None = None
-    moves: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -254,9 +252,7 @@ class PayloadService:
         await self._send_assigns(plan, receivers)
         plan.heard_at = dict.fromkeys(receivers, time.monotonic())
         self._spawn(self._go_when_linked(plan))
-        plan.watchdog = asyncio.ensure_future(self._watch(plan))
-        self._tasks.add(plan.watchdog)
-        plan.watchdog.add_done_callback(self._tasks.discard)
+        self._spawn(self._watch(plan))
         return pid
 
     async def wait(self, pid: bytes, timeout: float | None = None, progress: Any = None) -> SendResult:
@@ -546,9 +542,8 @@ class PayloadService:
         self._attach_parents(s)
 
     def _apply_assign(self, s: _Session, a: TreeAssign) -> None:
-        if a.stripes != s.stripes or len(s.stripe_have) != max(a.stripes, 1):
-            assert s.state is not None
-            k = max(a.stripes, 1)
+        k = max(a.stripes, 1)
+        if len(s.stripe_have) != k:
             s.stripe_have = [0] * k
             for i in s.order:
                 s.stripe_have[i % k] += 1
@@ -874,15 +869,9 @@ class PayloadService:
 
     async def _check_silent(self, plan: _Plan, node: NodeId) -> None:
         try:
-            links = self.node.links.get(node, [])
-            if links:
-                try:
-                    await links[0].ping(timeout=LIVE_WINDOW)
-                    plan.heard_at[node] = time.monotonic()
-                    return
-                except EdgeAgentError:
-                    pass
-            if plan.heard_at.get(node, 0.0) < time.monotonic() - SILENT_AFTER:
+            if await self._answers(node):
+                plan.heard_at[node] = time.monotonic()
+            elif plan.heard_at.get(node, 0.0) < time.monotonic() - SILENT_AFTER:
                 await self._replan(plan, node, dead=True, why="silent and does not answer a Ping")
         finally:
             plan.checking.discard(node)
@@ -890,6 +879,17 @@ class PayloadService:
     def _heard_from(self, node: NodeId) -> bool:
         """True when one of our links to ``node`` received something within ``LIVE_WINDOW``."""
         return any(link.idle_seconds < LIVE_WINDOW for link in self.node.links.get(node, []))
+
+    async def _answers(self, node: NodeId) -> bool:
+        """True when ``node`` answers a Ping on our link to it within ``LIVE_WINDOW``."""
+        links = self.node.links.get(node, [])
+        if not links:
+            return False
+        try:
+            await links[0].ping(timeout=LIVE_WINDOW)
+        except EdgeAgentError:
+            return False
+        return True
 
     async def _check_lost(self, plan: _Plan, node: NodeId, reporter: NodeId, *, stalled: bool = False) -> None:
         """A child lost ``node`` (it cannot link to it, or it sends nothing).
@@ -899,15 +899,7 @@ class PayloadService:
         parent, and only if ``node`` has chunks of that stripe the reporter lacks (a
         parent that is itself starved is not at fault, and moving would not help).
         """
-        alive = self._heard_from(node)
-        if not alive:
-            for link in self.node.links.get(node, [])[:1]:
-                try:
-                    await link.ping(timeout=LIVE_WINDOW)
-                    alive = True
-                except EdgeAgentError:
-                    alive = False
-        if not alive:
+        if not (self._heard_from(node) or await self._answers(node)):
             await self._replan(plan, node, dead=True, why=f"{reporter} lost it and it does not answer here")
         else:
             await self._move(plan, reporter, node, stalled=stalled)
@@ -934,7 +926,6 @@ class PayloadService:
             if new is forest:
                 return
             plan.moved_at[child] = now
-            plan.moves += 1
             why = "it stalls" if stalled else "it cannot link to it"
             await self._apply_replan(plan, forest, new, child, f"moved away from {parent}: {why}")
 
@@ -1085,12 +1076,8 @@ def _assignment(forest: Forest, n: NodeId) -> list[tuple[NodeId | None, tuple[No
 
 
 def _missing_in(s: _Session, stripe: int) -> bool:
-    assert s.state is not None
-    k = max(s.stripes, 1)
-    if len(s.stripe_have) == k:
-        in_stripe = max(0, (s.manifest.chunk_count - stripe + k - 1) // k)
-        return s.stripe_have[stripe] < in_stripe
-    return any(not s.state.has(i) for i in range(stripe, s.manifest.chunk_count, k))
+    k = len(s.stripe_have)  # kept per stripe by every assignment and stored chunk
+    return s.stripe_have[stripe] < max(0, (s.manifest.chunk_count - stripe + k - 1) // k)
 
 
 def _pread(path: Path, off: int, n: int) -> bytes:
