@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -31,8 +32,27 @@ _T = TypeVar("_T")
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) lies in the ephemeral range, where the outgoing
+    connections of the processes a test starts meanwhile pick theirs: an agent told to listen
+    on it then found it taken ("address already in use"). Ports below the range are never
+    given to outgoing connections.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # every try taken: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
