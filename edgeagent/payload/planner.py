@@ -168,6 +168,23 @@ class Tree:
             level = nxt
         return deepest
 
+    def sizes(self) -> dict[NodeId, int]:
+        """Receivers at or below each node of the tree, the node itself included (leaves: 1)."""
+        order: list[NodeId] = []
+        seen: set[NodeId] = set()
+        stack = [self.root()]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            order.append(node)
+            stack.extend(self.children.get(node, ()))
+        size: dict[NodeId, int] = {}
+        for node in reversed(order):
+            size[node] = 1 + sum(size.get(kid, 0) for kid in self.children.get(node, ()))
+        return size
+
     def interior(self) -> set[NodeId]:
         """Receivers with at least one child (the source is left out)."""
         source = self.root()
@@ -709,6 +726,7 @@ def tree_assigns(
 ) -> dict[NodeId, tuple[TreeAssign, ...]]:
     """The TreeAssign messages for every member, one per stripe (subtree set for interior nodes)."""
     out: dict[NodeId, tuple[TreeAssign, ...]] = {}
+    sizes = {tree.stripe: tree.sizes() for tree in forest.trees}
     for node in forest.members():
         msgs = []
         for tree in forest.trees:
@@ -722,6 +740,7 @@ def tree_assigns(
                     children=kids,
                     subtree=tree.subtree(node) if kids else None,
                     manifest=manifest,
+                    weights=tuple(sizes[tree.stripe].get(kid, 1) for kid in kids),
                 )
             )
         out[node] = tuple(msgs)

@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -45,6 +46,14 @@ __all__ = ["PayloadService", "SendResult"]
 
 log = logging.getLogger(__name__)
 CACHE_CHUNKS: Final = 32  # verified chunks kept in memory for cut-through forwarding
+#: A node serves the children that relay a stripe first: a leaf child's pusher stays at most this
+#: many of the stripe's chunks ahead of its slowest relaying sibling. Without it a parent's upload
+#: is split by TCP, which favours children with short round trips: leaves whose own uplinks are
+#: idle (phones on cellular) over relays whose uplinks are full (their ACKs queue behind their
+#: uploads), so relays starved, idled their uplinks, and finished last.
+LEAF_LEAD: Final = 4
+#: a relaying sibling whose pusher has not advanced for this long (a stuck link) holds no one back
+LEAD_HOLD_MAX: Final = 2.0
 PROGRESS_EVERY: Final = 0.5  # seconds between Progress reports to the source
 STALL_AFTER: Final = 15.0  # seconds without a chunk from a linked parent (while missing its stripe) = stalled
 #: pauses between attempts to link to a parent before reporting it unreachable (a busy relay's uplink
@@ -100,6 +109,9 @@ class _Session:
     parents: dict[int, NodeId | None] = field(default_factory=dict)
     parent_addrs: dict[int, tuple[str, ...]] = field(default_factory=dict)
     children: dict[int, tuple[NodeId, ...]] = field(default_factory=dict)
+    relaying: dict[int, frozenset[NodeId]] = field(default_factory=dict)  # children that forward stripe j
+    cursors: dict[NodeId, tuple[int, float]] = field(default_factory=dict)  # relaying child's pusher: cursor, when
+    pushed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a relaying child's pusher advanced
     child_have: dict[NodeId, bytearray] = field(default_factory=dict)
     pushers: dict[NodeId, asyncio.Task[None]] = field(default_factory=dict)
     cache: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
@@ -249,6 +261,8 @@ class PayloadService:
             "payload %s: %d bytes to %d receivers in %d stripe(s)", pid.hex()[:12], manifest.size, len(receivers),
             forest.stripes,
         )  # fmt: skip
+        for tree in forest.trees:
+            log.info("payload %s: stripe %d: %s", pid.hex()[:12], tree.stripe, _describe(tree.children))
         await self._send_assigns(plan, receivers)
         plan.heard_at = dict.fromkeys(receivers, time.monotonic())
         self._spawn(self._go_when_linked(plan))
@@ -339,6 +353,9 @@ class PayloadService:
         me = self.node.identity.node_id
         s.stripes = plan.forest.stripes
         s.children = {t.stripe: t.children.get(me, ()) for t in plan.forest.trees}
+        s.relaying = {
+            t.stripe: frozenset(k for k in t.children.get(me, ()) if t.children.get(k)) for t in plan.forest.trees
+        }
         s.parents = dict.fromkeys(s.children)
         for kids in s.children.values():
             self.peers.update(kids)
@@ -347,6 +364,8 @@ class PayloadService:
         """Send each node its TreeAssigns (only those that changed, when ``old`` is given)."""
         s = plan.session
         me = self.node.identity.node_id
+        sizes = {t.stripe: t.sizes() for t in plan.forest.trees}
+        old_sizes = {t.stripe: t.sizes() for t in old.trees} if old is not None else {}
         for n in nodes:
             if n in plan.dead:
                 continue
@@ -354,9 +373,15 @@ class PayloadService:
             for tree in plan.forest.trees:
                 parent = tree.parent.get(n)
                 kids = tree.children.get(n, ())
+                weights = tuple(sizes[tree.stripe].get(k, 1) for k in kids)
                 if old is not None:
                     ot = old.trees[tree.stripe] if tree.stripe < len(old.trees) else None
-                    if ot is not None and ot.parent.get(n) == parent and ot.children.get(n, ()) == kids:
+                    if (
+                        ot is not None
+                        and ot.parent.get(n) == parent
+                        and ot.children.get(n, ()) == kids
+                        and tuple(old_sizes[tree.stripe].get(k, 1) for k in kids) == weights
+                    ):
                         continue
                 msgs.append(
                     TreeAssign(
@@ -370,6 +395,7 @@ class PayloadService:
                         plan.addresses.get(parent, ())
                         if parent is not None and parent != me
                         else tuple(self.node.listen_urls),
+                        weights,
                     )
                 )
             if not msgs:
@@ -377,7 +403,7 @@ class PayloadService:
             if old is None or n not in self.sessions_known(plan):
                 msgs[0] = TreeAssign(
                     msgs[0].payload_id, msgs[0].stripe, msgs[0].stripes, msgs[0].parent, msgs[0].children, None,
-                    s.manifest, msgs[0].parent_addresses,
+                    s.manifest, msgs[0].parent_addresses, msgs[0].weights,
                 )  # fmt: skip
             for m in msgs:
                 try:
@@ -551,6 +577,7 @@ class PayloadService:
         s.parents[a.stripe] = a.parent
         s.parent_addrs[a.stripe] = a.parent_addresses
         s.children[a.stripe] = a.children
+        s.relaying[a.stripe] = frozenset(k for k, w in zip(a.children, a.weights, strict=False) if w > 1)
         s.last_from_parent[a.stripe] = time.monotonic()
         if a.parent is not None:
             self.peers.add(a.parent)
@@ -662,6 +689,7 @@ class PayloadService:
         failures = 0
         mine: frozenset[int] = frozenset()
         k = 0
+        relays = False
         try:
             while True:
                 if s.pushers.get(child) is not task:
@@ -669,16 +697,25 @@ class PayloadService:
                 stripes = frozenset(j for j, kids in s.children.items() if child in kids)
                 if not stripes:
                     return
-                if stripes != mine or k != max(s.stripes, 1):
-                    mine, k, cursor = stripes, max(s.stripes, 1), 0
+                relays_now = any(child in s.relaying.get(j, ()) for j in stripes)
+                if stripes != mine or k != max(s.stripes, 1) or relays_now != relays:
+                    mine, k, cursor, relays = stripes, max(s.stripes, 1), 0, relays_now
+                    s.cursors.pop(child, None)
+                if relays:
+                    s.cursors[child] = (cursor, time.monotonic())
                 if cursor >= len(s.order):
                     if len(s.order) >= s.manifest.chunk_count:
                         return  # every chunk passed (s.complete alone may run ahead of s.order)
+                    if relays:
+                        async with s.pushed:
+                            s.pushed.notify_all()
                     async with s.arrived:
                         if cursor >= len(s.order):
                             with contextlib.suppress(TimeoutError):
                                 async with asyncio.timeout(2.0):
                                     await s.arrived.wait()
+                    continue
+                if not relays and await self._held_back(s, child, mine, cursor, k):
                     continue
                 i = s.order[cursor]
                 cursor += 1
@@ -706,11 +743,44 @@ class PayloadService:
                     bits[i >> 3] |= 1 << (i & 7)
                 s.bytes_sent += len(data)
                 self.sent_by_kind[link.options.network_kind] += len(data)
+                if relays:
+                    s.cursors[child] = (cursor, time.monotonic())
+                    async with s.pushed:
+                        s.pushed.notify_all()
         except LinkError:
             return
         finally:
             if s.pushers.get(child) is task:
                 del s.pushers[child]
+                if s.cursors.pop(child, None) is not None:
+                    async with s.pushed:
+                        s.pushed.notify_all()
+
+    async def _held_back(self, s: _Session, child: NodeId, mine: frozenset[int], cursor: int, k: int) -> bool:
+        """Hold a leaf child's pusher (for a moment) while it is ``LEAF_LEAD`` chunks ahead of a relaying sibling.
+
+        Siblings are the children this node serves the same stripes to that relay them further;
+        one that has caught up with what this node holds, or whose pusher has not advanced for
+        ``LEAD_HOLD_MAX`` seconds (a stuck link, soon repaired), holds no one back.
+        """
+        now = time.monotonic()
+        slowest: int | None = None
+        for j in mine:
+            for sib in s.relaying.get(j, ()):
+                got = s.cursors.get(sib)
+                if sib == child or got is None or sib not in s.pushers:
+                    continue
+                pos, at = got
+                if pos >= len(s.order) or now - at > LEAD_HOLD_MAX:
+                    continue
+                slowest = pos if slowest is None else min(slowest, pos)
+        if slowest is None or cursor <= slowest + LEAF_LEAD * k:
+            return False
+        async with s.pushed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await s.pushed.wait()
+        return True
 
     async def _pace(self, n: int) -> None:
         """Keep this node's payload upload under ``upload_bps`` (a phone's or a shared uplink's budget)."""
@@ -1069,6 +1139,11 @@ class PayloadService:
             if s.state is not None:
                 with contextlib.suppress(Exception):
                     s.state.close()
+
+
+def _describe(children: Mapping[NodeId, tuple[NodeId, ...]]) -> str:
+    """One stripe's tree for a log line: ``parent>child,child`` per parent (short ids)."""
+    return " ".join(f"{p.short()}>{','.join(c.short() for c in cs)}" for p, cs in children.items() if cs)
 
 
 def _assignment(forest: Forest, n: NodeId) -> list[tuple[NodeId | None, tuple[NodeId, ...]]]:

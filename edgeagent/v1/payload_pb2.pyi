@@ -36,7 +36,7 @@ class Manifest(_message.Message):
     def __init__(self, size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., hash_alg: _Optional[str] = ..., chunk_hashes: _Optional[bytes] = ..., origin: _Optional[bytes] = ..., name: _Optional[str] = ..., created_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TreeAssign(_message.Message):
-    __slots__ = ("payload_id", "stripe", "stripes", "parent", "children", "subtree", "manifest", "parent_addresses")
+    __slots__ = ("payload_id", "stripe", "stripes", "parent", "children", "subtree", "manifest", "parent_addresses", "weights")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     STRIPE_FIELD_NUMBER: _ClassVar[int]
     STRIPES_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class TreeAssign(_message.Message):
     SUBTREE_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     PARENT_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     stripe: int
     stripes: int
@@ -53,7 +54,8 @@ class TreeAssign(_message.Message):
     subtree: _route_pb2.RouteSegment
     manifest: Manifest
     parent_addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, payload_id: _Optional[bytes] = ..., stripe: _Optional[int] = ..., stripes: _Optional[int] = ..., parent: _Optional[bytes] = ..., children: _Optional[_Iterable[bytes]] = ..., subtree: _Optional[_Union[_route_pb2.RouteSegment, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., parent_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    weights: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, payload_id: _Optional[bytes] = ..., stripe: _Optional[int] = ..., stripes: _Optional[int] = ..., parent: _Optional[bytes] = ..., children: _Optional[_Iterable[bytes]] = ..., subtree: _Optional[_Union[_route_pb2.RouteSegment, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., parent_addresses: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("payload_id", "index", "data")

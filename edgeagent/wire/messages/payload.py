@@ -73,6 +73,9 @@ class TreeAssign(Message):
     subtree: RouteSegment | None = fld(6, Opt(StructKind(RouteSegment)), "the tree below this node, for repair")
     manifest: Manifest | None = fld(7, Opt(StructKind(Manifest)), "the signed manifest, so the node can verify")
     parent_addresses: tuple[str, ...] = fld(8, Rep(STR), "URLs the parent accepts links on (the child dials)")
+    weights: tuple[int, ...] = fld(
+        9, Rep(U32), "receivers at or below each child (parallel to children): children that relay are served first"
+    )
 
 
 @message(66)
