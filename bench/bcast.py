@@ -429,6 +429,15 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_stime(pid: int) -> float | None:
+    """stime of a process (kernel time in its context: syscalls, socket copies, TCP), seconds."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw.rsplit(")", 1)[1].split()[12]) / CLK_TCK
+
+
 def host_cpu() -> tuple[float, float, float, float]:
     """(busy, total, iowait, softirq) jiffies of the whole host, from /proc/stat."""
     vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -441,6 +450,7 @@ def host_cpu() -> tuple[float, float, float, float]:
 class CpuMark:
     t: float
     per_proc: dict[int, float]
+    per_proc_sys: dict[int, float]
     children: float
     me: float
     host: tuple[float, float, float, float]
@@ -450,11 +460,15 @@ def cpu_mark(nodes: list[NodeProc]) -> CpuMark:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     me = os.times()
     per = {}
+    per_sys = {}
     for n in nodes:
         c = proc_cpu(n.pid) if n.cpu_at_kill is None else n.cpu_at_kill
         if c is not None:
             per[n.pid] = c
-    return CpuMark(time.monotonic(), per, ru.ru_utime + ru.ru_stime, me.user + me.system, host_cpu())
+        st = proc_stime(n.pid) if n.cpu_at_kill is None else None
+        if st is not None:
+            per_sys[n.pid] = st
+    return CpuMark(time.monotonic(), per, per_sys, ru.ru_utime + ru.ru_stime, me.user + me.system, host_cpu())
 
 
 def cpu_use(a: CpuMark, b: CpuMark) -> dict[str, Any]:
@@ -466,6 +480,7 @@ def cpu_use(a: CpuMark, b: CpuMark) -> dict[str, Any]:
     """
     wall = max(b.t - a.t, 1e-6)
     nodes = sum(b.per_proc[p] - a.per_proc[p] for p in b.per_proc if p in a.per_proc)
+    nodes_sys = sum(b.per_proc_sys[p] - a.per_proc_sys[p] for p in b.per_proc_sys if p in a.per_proc_sys)
     children = b.children - a.children
     me = b.me - a.me
     ours = nodes + children + me
@@ -482,6 +497,7 @@ def cpu_use(a: CpuMark, b: CpuMark) -> dict[str, Any]:
         # host_pct and others_pct, and much of it is our traffic's
         "softirq_pct": round(100 * (b.host[3] - a.host[3]) / total, 1),
         "nodes_cpu_s": round(nodes, 1),
+        "nodes_sys_s": round(nodes_sys, 1),
         "send_cli_cpu_s": round(children, 2),
         "bench_cpu_s": round(me, 2),
     }

@@ -94,9 +94,9 @@ def _link_options(args: argparse.Namespace) -> LinkOptions:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
+    from ._loop import run
 
-    return asyncio.run(_run_node(args, role="domain" if args.command == "domain" else "device"))
+    return run(_run_node(args, role="domain" if args.command == "domain" else "device"))
 
 
 async def _run_node(args: argparse.Namespace, role: str) -> int:

@@ -1281,6 +1281,7 @@ class Node:
             "role": self.config.role,
             "listen": self.listen_urls,
             "uptime_s": round(time.time() - self.started, 1),
+            "event_loop": _loop_kind(),
             "links": links,
             "bytes_sent_total": sent,
             "bytes_received_total": received,
@@ -1454,3 +1455,12 @@ async def control_request(
     if not reply.get("ok"):
         raise EdgeAgentError(f"node refused {cmd}: {reply.get('error')}")
     return reply  # type: ignore[no-any-return]
+
+
+def _loop_kind() -> str:
+    """The running event loop's implementation: "uvloop" or "asyncio"."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "none"
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"

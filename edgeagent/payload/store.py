@@ -443,6 +443,16 @@ class PayloadState:
                 self._write_have()
             return True
 
+    def put_syncs(self, index: int) -> bool:
+        """Whether putting chunk ``index`` now would sync to disk (flush the have-map, or finish).
+
+        A put that does not is a hash and a ``pwrite`` into the page cache: cheap enough to run
+        on an event loop, where a thread hop per chunk costs more than the work itself.
+        """
+        if self.has(index) or not 0 <= index < self.manifest.chunk_count:
+            return False
+        return self._held + 1 >= self.manifest.chunk_count or self._dirty + 1 >= self._window
+
     def get(self, index: int) -> bytes | None:
         """Chunk ``index`` as verified bytes, or None when it is not held.
 
