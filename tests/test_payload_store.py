@@ -762,3 +762,28 @@ def test_big_payload_with_flat_memory(tmp_path: Path) -> None:
     assert res["part_blocks"] < 1024 * 1024  # the .part starts sparse, not preallocated
     assert res["traced_peak"] < 4 * cs + 512 * 1024  # a few chunks in flight, never the payload
     assert res["growth"] < 16 * 1024 * 1024, res  # RSS stays flat: far below the 64 MiB payload
+
+
+def test_put_syncs_names_the_puts_that_touch_the_disk(store: ChunkStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service runs puts inline unless put_syncs says the put flushes the have-map or finishes."""
+    data = blob(9 * CS)
+    m = mk(data)
+    state = store.open(m)
+    chunks = chunks_of(data)
+    syncs: list[int] = []
+    real = state._write_have
+
+    def counting() -> None:
+        syncs.append(state._held)
+        real()
+
+    monkeypatch.setattr(state, "_write_have", counting)
+    predicted = []
+    for i in range(9):
+        predicted.append(state.put_syncs(i))
+        before = (len(syncs), state.complete)
+        assert state.put(i, chunks[i])
+        assert ((len(syncs), state.complete) != before) == predicted[-1], i
+        assert not state.put_syncs(i)  # held: a second put writes nothing
+    assert predicted == [False, False, False, True, False, False, False, True, True]  # window 4, then the last
+    assert not state.put_syncs(-1) and not state.put_syncs(9)
