@@ -32,6 +32,7 @@ from .links.websocket import Listener, dial, listen
 from .routing import Choice, Priors, Router, RouteTable, Traits, rank
 from .wire import (
     Answer,
+    Assist,
     Candidate,
     Chunk,
     ChunkRequest,
@@ -253,6 +254,7 @@ class Node:
                 TreeAssign: self._guard(self.payloads.on_assign),
                 Chunk: self._guard(self.payloads.on_chunk),
                 ChunkRequest: self._guard(self.payloads.on_chunk_request),
+                Assist: self._guard(self.payloads.on_assist),
                 Have: self._guard(self.payloads.on_have),
                 Progress: self._guard(self.payloads.on_progress),
             }

@@ -66,7 +66,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
 from ..wire import Hop, Manifest, NodeId, RouteSegment, TreeAssign
@@ -80,7 +81,9 @@ __all__ = [
     "STRIPE_SLACK",
     "Forest",
     "Member",
+    "Standing",
     "Tree",
+    "assists",
     "bound_seconds",
     "busiest_time",
     "check_forest",
@@ -92,6 +95,7 @@ __all__ = [
     "reassign_metered",
     "repair",
     "stripe_candidates",
+    "stripe_sizes",
     "tree_assigns",
 ]
 
@@ -1035,3 +1039,99 @@ def _tree_with(
     src = tree.root()
     relays.update(n for n, ks in kids.items() if ks and n != src)
     return Tree(tree.stripe, parent, {n: tuple(ks) for n, ks in kids.items()}, tuple(sorted(relays)))
+
+
+# ---------------------------------------------------------------------------
+# the last stretch: idle relays help the receivers still waiting
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the source last heard from a member: whether it holds everything, and chunks held per stripe."""
+
+    complete: bool
+    stripe_have: tuple[int, ...]
+    idle: bool = False  # complete, and its pushers have sent its children everything
+
+
+def stripe_sizes(chunk_count: int, stripes: int) -> list[int]:
+    """Chunks in each stripe (chunk i belongs to stripe i % stripes)."""
+    k = max(stripes, 1)
+    return [len(range(j, chunk_count, k)) for j in range(k)]
+
+
+def assists(
+    forest: Forest,
+    standing: Mapping[NodeId, Standing],
+    members: Sequence[Member],
+    chunk_count: int,
+    *,
+    active: Mapping[tuple[NodeId, int], NodeId],
+    dead: Set[NodeId] = frozenset(),
+    per_helper: int = 2,
+    min_chunks: int = 4,
+) -> list[tuple[NodeId, int, NodeId, int]]:
+    """Which idle relays should serve which waiting receivers: ``(receiver, stripe, helper, count)``.
+
+    A tree keeps every relay's uplink full, so it has no slack: a receiver deep in
+    the trees, behind several relays that each fell a little behind, finishes
+    well after the rest while relays that are done sit idle. A *helper* is a
+    member that may relay (``relay_ok``), holds the whole payload and is
+    ``idle`` (it has sent its children all they lacked) or whose children in
+    every tree are complete (or dead): its uplink has nothing left to do. Each
+    incomplete receiver, most chunks missing first, gets one helper for the
+    stripe it misses most of (not one in ``active``, the assists still running,
+    keyed ``(receiver, stripe)`` -> helper), for the last two thirds of what it
+    misses there (its parent, still sending in order, covers the first third
+    meanwhile; a helper shared by ``per_helper`` receivers gives each about
+    twice what a parent with four children does). Stripes missing fewer than
+    ``min_chunks`` are left to the parent. Helpers serve at most ``per_helper``
+    receivers at once, the least loaded first. Pure: the caller sends the
+    ``Assist`` messages and keeps ``active``.
+    """
+    k = forest.stripes
+    sizes = stripe_sizes(chunk_count, k)
+    info = {m.node_id: m for m in members}
+    kids: dict[NodeId, set[NodeId]] = {}
+    for tree in forest.trees:
+        for node, cs in tree.children.items():
+            kids.setdefault(node, set()).update(cs)
+
+    def whole(node: NodeId) -> bool:
+        st = standing.get(node)
+        return st is not None and st.complete
+
+    nodes = forest.members()
+    helpers = [
+        n
+        for n in nodes
+        if n not in dead
+        and n in info
+        and info[n].relay_ok
+        and whole(n)
+        and (standing[n].idle or all(whole(c) or c in dead for c in kids.get(n, ())))
+    ]
+    if not helpers:
+        return []
+    load = Counter(active.values())
+    waiting: list[tuple[int, NodeId, list[int]]] = []
+    for n in nodes:
+        st = standing.get(n)
+        if n in dead or st is None or st.complete or len(st.stripe_have) != k:
+            continue
+        missing = [max(0, sizes[j] - st.stripe_have[j]) for j in range(k)]
+        waiting.append((-sum(missing), n, missing))
+    waiting.sort()
+    out: list[tuple[NodeId, int, NodeId, int]] = []
+    for _, n, missing in waiting:
+        options = [j for j in range(k) if (n, j) not in active and missing[j] >= min_chunks]
+        if not options:
+            continue
+        j = max(options, key=lambda x: (missing[x], -x))
+        free = [h for h in helpers if load[h] < per_helper and h != n]
+        if not free:
+            break
+        helper = min(free, key=lambda h: (load[h], h))
+        load[helper] += 1
+        out.append((n, j, helper, max(min_chunks, missing[j] * 2 // 3)))
+    return out

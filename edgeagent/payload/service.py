@@ -33,9 +33,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import EdgeAgentError, LinkError, NoRoute, PayloadError, SignatureError
-from ..wire import Chunk, ChunkRequest, Envelope, Error, ErrorCode, Have, Manifest, NodeId, Progress, TreeAssign
+from ..wire import (
+    Assist,
+    Chunk,
+    ChunkRequest,
+    Envelope,
+    Error,
+    ErrorCode,
+    Have,
+    IndexRange,
+    Manifest,
+    NodeId,
+    Progress,
+    TreeAssign,
+)
 from .manifest import hash_available, make_manifest, payload_id, verify_manifest
-from .planner import Forest, Member, Tree, move, plan_forest, reassign_metered, repair
+from .planner import Forest, Member, Standing, Tree, assists, move, plan_forest, reassign_metered, repair, stripe_sizes
 from .store import ChunkStore, PayloadState
 
 if TYPE_CHECKING:
@@ -56,6 +69,10 @@ LEAF_LEAD: Final = 4
 #: 256 KiB): a thread hop per chunk cost more CPU than the work (12 % of a relay's CPU in a profile).
 #: Puts that sync to disk, and larger chunks, still run in a thread.
 INLINE_PUT_MAX: Final = 1 << 20
+#: an Assist (an idle relay serving a waiting receiver the end of a stripe) counts as running this
+#: long: the source gives that receiver no other helper for the stripe meanwhile, and the receiver
+#: does not ask again for chunks it requested this recently
+ASSIST_FOR: Final = 10.0
 #: a relaying sibling whose pusher has not advanced for this long (a stuck link) holds no one back
 LEAD_HOLD_MAX: Final = 2.0
 PROGRESS_EVERY: Final = 0.5  # seconds between Progress reports to the source
@@ -115,6 +132,7 @@ class _Session:
     children: dict[int, tuple[NodeId, ...]] = field(default_factory=dict)
     relaying: dict[int, frozenset[NodeId]] = field(default_factory=dict)  # children that forward stripe j
     cursors: dict[NodeId, tuple[int, float]] = field(default_factory=dict)  # relaying child's pusher: cursor, when
+    requested: dict[int, float] = field(default_factory=dict)  # chunks asked of helpers, when
     syncing: int = 0  # puts running in a thread (one may hold the store's lock through an fsync)
     pushed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a relaying child's pusher advanced
     child_have: dict[NodeId, bytearray] = field(default_factory=dict)
@@ -166,6 +184,8 @@ class _Plan:
     moved_at: dict[NodeId, float] = field(default_factory=dict)  # children moved to another parent, when
     heard_at: dict[NodeId, float] = field(default_factory=dict)  # last Progress from each member
     checking: set[NodeId] = field(default_factory=set)  # members being pinged for silence
+    assists: dict[tuple[NodeId, int], tuple[NodeId, float]] = field(default_factory=dict)  # running: helper, since
+    assists_sent: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -818,10 +838,12 @@ class PayloadService:
         sender = env.source
         if sender in s.bad_from:
             return
+        stripe = c.index % s.stripes if s.stripes else 0
+        from_parent = s.parents.get(stripe) == sender
         if s.state.has(c.index):
             s.duplicates += 1
-            if s.stripes:
-                s.last_from_parent[c.index % s.stripes] = time.monotonic()  # the parent is alive
+            if s.stripes and from_parent:
+                s.last_from_parent[stripe] = time.monotonic()  # the parent is alive
             return
         if s.syncing or len(c.data) > INLINE_PUT_MAX or s.state.put_syncs(c.index):
             s.syncing += 1  # the put may block on the disk: in a thread (and later puts too, until it ends)
@@ -837,8 +859,8 @@ class PayloadService:
             log.warning("payload %s: chunk %d from %s fails verification", s.pid.hex()[:12], c.index, sender)
             await self._report(s, bad=sender)
             return
-        if s.stripes:
-            s.last_from_parent[c.index % s.stripes] = time.monotonic()
+        if s.stripes and from_parent:
+            s.last_from_parent[stripe] = time.monotonic()
         if c.index in s.ordered:  # the same chunk from two parents at once: stored (and counted) once
             s.duplicates += 1
             return
@@ -948,6 +970,111 @@ class PayloadService:
                     continue
                 plan.checking.add(node)
                 self._spawn(self._check_silent(plan, node))
+            await self._assist(plan, now)
+
+    async def _assist(self, plan: _Plan, now: float) -> None:
+        """Pair idle relays with receivers still waiting (planner.assists) and tell both."""
+        s = plan.session
+        standing = {n: Standing(p.complete, tuple(p.stripe_have), p.idle) for n, p in plan.progress.items()}
+        if not any(st.complete for st in standing.values()):
+            return
+        sizes = stripe_sizes(s.manifest.chunk_count, plan.forest.stripes)
+        for (n, j), (helper, since) in list(plan.assists.items()):
+            st = standing.get(n)
+            done = st is not None and (st.complete or (j < len(st.stripe_have) and st.stripe_have[j] >= sizes[j]))
+            if done or now - since > ASSIST_FOR or helper in plan.dead or n in plan.dead:
+                del plan.assists[(n, j)]
+        active = {key: helper for key, (helper, _) in plan.assists.items()}
+        pairs = assists(
+            plan.forest, standing, list(plan.members.values()), s.manifest.chunk_count, active=active, dead=plan.dead
+        )
+        for n, j, helper, count in pairs:
+            plan.assists[(n, j)] = (helper, now)
+            plan.assists_sent += 1
+            msg = Assist(s.pid, n, helper, plan.addresses.get(helper, ()), j, count)
+            log.info("payload %s: %s serves %s the last %d chunks of stripe %d", s.pid.hex()[:12], helper, n, count, j)
+            try:
+                await self.node.send(helper, msg)  # first, so it admits the receiver before the request comes
+                await self.node.send(n, msg)
+            except EdgeAgentError as exc:
+                log.info("payload %s: cannot send an assist: %s", s.pid.hex()[:12], exc)
+                del plan.assists[(n, j)]
+
+    async def on_assist(self, link: Link, env: Envelope) -> None:
+        a = env.body
+        assert isinstance(a, Assist)
+        s = self.sessions.get(a.payload_id)
+        if s is None or env.source != s.source:
+            return
+        me = self.node.identity.node_id
+        if a.helper == me:
+            self.peers.add(a.receiver)
+            self.node.refresh_authorisation({a.receiver})
+        elif a.receiver == me and s.state is not None and not s.complete:
+            self.peers.add(a.helper)
+            self.node.refresh_authorisation({a.helper})
+            self._spawn(self._pull(s, a))
+
+    async def _pull(self, s: _Session, a: Assist) -> None:
+        """Ask the helper for the last ``a.count`` chunks of the stripe this node lacks (not asked for lately)."""
+        assert s.state is not None
+        k = max(s.stripes, 1)
+        now = time.monotonic()
+        want = [
+            i
+            for i in range(a.stripe, s.manifest.chunk_count, k)
+            if not s.state.has(i) and now - s.requested.get(i, -ASSIST_FOR) >= ASSIST_FOR
+        ][-a.count :]
+        if not want:
+            return
+        for i in want:
+            s.requested[i] = now
+        # tell the parent first, as if they were here, so it does not send them too; should the
+        # helper not deliver, they are asked of the parent after ASSIST_FOR (_ask_again)
+        await self._tell_parent(s, a.stripe, promised=want)
+        me = self.node.identity.node_id
+        try:
+            link = await self.node.ensure_link(a.helper, a.helper_addresses)
+            request = ChunkRequest(s.pid, tuple(IndexRange(i, i + 1) for i in want))
+            await link.send(Envelope(request, me, destination=a.helper))
+        except EdgeAgentError as exc:
+            log.info("payload %s: helper %s unreachable: %s", s.pid.hex()[:12], a.helper, exc)
+            for i in want:
+                s.requested.pop(i, None)
+
+    async def _tell_parent(self, s: _Session, stripe: int, promised: list[int]) -> None:
+        """Send the stripe's parent this node's Have plus ``promised`` (chunks a helper brings): it skips them."""
+        assert s.state is not None
+        parent = s.parents.get(stripe)
+        links = [x for x in self.node.links.get(parent, []) if not x.closed] if parent is not None else []
+        if not links or parent is None:
+            return
+        bits = bytearray(s.state.have_bitmap())
+        for i in promised:
+            bits[i >> 3] |= 1 << (i & 7)
+        with contextlib.suppress(EdgeAgentError):
+            await links[0].send(Envelope(Have(s.pid, bytes(bits)), self.node.identity.node_id, destination=parent))
+
+    async def _ask_again(self, s: _Session, now: float) -> None:
+        """Chunks asked of a helper ``ASSIST_FOR`` ago and still missing: ask each stripe's parent for them."""
+        assert s.state is not None
+        stale: dict[int, list[int]] = {}
+        for i, t in list(s.requested.items()):
+            if s.state.has(i):
+                del s.requested[i]
+            elif now - t >= ASSIST_FOR:
+                stale.setdefault(i % max(s.stripes, 1), []).append(i)
+                s.requested[i] = now
+        me = self.node.identity.node_id
+        for stripe, idx in stale.items():
+            parent = s.parents.get(stripe)
+            links = [x for x in self.node.links.get(parent, []) if not x.closed] if parent is not None else []
+            if not links or parent is None:
+                continue
+            log.info("payload %s: %d chunks a helper did not bring: asking %s", s.pid.hex()[:12], len(idx), parent)
+            with contextlib.suppress(EdgeAgentError):
+                request = ChunkRequest(s.pid, tuple(IndexRange(i, i + 1) for i in idx))
+                await links[0].send(Envelope(request, me, destination=parent))
 
     async def _check_silent(self, plan: _Plan, node: NodeId) -> None:
         try:
@@ -1066,6 +1193,8 @@ class PayloadService:
             await asyncio.sleep(PROGRESS_EVERY)
             await self._report(s)
             now = time.monotonic()
+            if s.state is not None and not s.complete and s.requested:
+                await self._ask_again(s, now)
             if s.state is not None and not s.complete:
                 for stripe, parent in s.parents.items():
                     if parent is None or now - s.reported_at.get(parent, -STALL_AFTER) < STALL_AFTER:
@@ -1086,7 +1215,7 @@ class PayloadService:
             return
         p = Progress(
             s.pid, s.state.have_bytes, s.state.complete, s.bytes_sent, lost, bad, s.bad_chunks,
-            tuple(s.stripe_have), stalled, self._linked(s),
+            tuple(s.stripe_have), stalled, self._linked(s), s.complete and not s.pushers,
         )  # fmt: skip
         with contextlib.suppress(EdgeAgentError):
             await self.node.send(s.source, p)

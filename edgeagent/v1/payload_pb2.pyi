@@ -84,7 +84,7 @@ class Have(_message.Message):
     def __init__(self, payload_id: _Optional[bytes] = ..., bitmap: _Optional[bytes] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent", "lost_parent", "bad_parent", "bad_chunks", "stripe_have", "stalled", "linked")
+    __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent", "lost_parent", "bad_parent", "bad_chunks", "stripe_have", "stalled", "linked", "idle")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Progress(_message.Message):
     STRIPE_HAVE_FIELD_NUMBER: _ClassVar[int]
     STALLED_FIELD_NUMBER: _ClassVar[int]
     LINKED_FIELD_NUMBER: _ClassVar[int]
+    IDLE_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     have_bytes: int
     complete: bool
@@ -105,4 +106,21 @@ class Progress(_message.Message):
     stripe_have: _containers.RepeatedScalarFieldContainer[int]
     stalled: bool
     linked: bool
-    def __init__(self, payload_id: _Optional[bytes] = ..., have_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_sent: _Optional[int] = ..., lost_parent: _Optional[bytes] = ..., bad_parent: _Optional[bytes] = ..., bad_chunks: _Optional[int] = ..., stripe_have: _Optional[_Iterable[int]] = ..., stalled: _Optional[bool] = ..., linked: _Optional[bool] = ...) -> None: ...
+    idle: bool
+    def __init__(self, payload_id: _Optional[bytes] = ..., have_bytes: _Optional[int] = ..., complete: _Optional[bool] = ..., bytes_sent: _Optional[int] = ..., lost_parent: _Optional[bytes] = ..., bad_parent: _Optional[bytes] = ..., bad_chunks: _Optional[int] = ..., stripe_have: _Optional[_Iterable[int]] = ..., stalled: _Optional[bool] = ..., linked: _Optional[bool] = ..., idle: _Optional[bool] = ...) -> None: ...
+
+class Assist(_message.Message):
+    __slots__ = ("payload_id", "receiver", "helper", "helper_addresses", "stripe", "count")
+    PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    HELPER_FIELD_NUMBER: _ClassVar[int]
+    HELPER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    payload_id: bytes
+    receiver: bytes
+    helper: bytes
+    helper_addresses: _containers.RepeatedScalarFieldContainer[str]
+    stripe: int
+    count: int
+    def __init__(self, payload_id: _Optional[bytes] = ..., receiver: _Optional[bytes] = ..., helper: _Optional[bytes] = ..., helper_addresses: _Optional[_Iterable[str]] = ..., stripe: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...

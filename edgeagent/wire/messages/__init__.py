@@ -5,7 +5,7 @@ from __future__ import annotations
 from .discovery import HopReport, PeerList, PeerRecord, RouteReply, RouteRequest
 from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, RoundStart, Update
 from .link import Close, Credit, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
-from .payload import HASH_SIZES, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
+from .payload import HASH_SIZES, Assist, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
 from .pubsub import Deliver, PubAck, PubEntry, Publish, Subscribe, Unsubscribe
 from .signalling import Answer, Candidate, Offer
 from .stream import StreamAck, StreamData, StreamedObject
@@ -74,5 +74,6 @@ __all__ = [
     "StreamAck",
     "StreamData",
     "TreeAssign",
+    "Assist",
     "Update",
 ]

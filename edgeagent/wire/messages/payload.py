@@ -9,7 +9,7 @@ from ..nodeid import NodeId
 from ..route import RouteSegment
 from ..schema import BOOL, BYTES, NODEID, STR, U32, U64, Message, Opt, Rep, Struct, StructKind, fld, message, struct
 
-__all__ = ["HASH_SIZES", "Chunk", "ChunkRequest", "Have", "IndexRange", "Manifest", "Progress", "TreeAssign"]
+__all__ = ["HASH_SIZES", "Assist", "Chunk", "ChunkRequest", "Have", "IndexRange", "Manifest", "Progress", "TreeAssign"]
 
 #: hash algorithm name -> digest size in bytes
 HASH_SIZES: Final = {"sha256": 32, "blake3": 32}
@@ -134,3 +134,24 @@ class Progress(Message):
     stripe_have: tuple[int, ...] = fld(8, Rep(U32), "chunks held per stripe (index j: stripe j)")
     stalled: bool = fld(9, BOOL, "lost_parent is linked but has sent nothing for a while", default=False)
     linked: bool = fld(10, BOOL, "linked to (and told its Have to) every parent assigned", default=False)
+    idle: bool = fld(11, BOOL, "holds everything and has sent its children all they lacked", default=False)
+
+
+@message(70)
+@dataclass(frozen=True, slots=True)
+class Assist(Message):
+    """From the source in a payload's last stretch: ``helper`` serves ``receiver`` the end of one stripe.
+
+    The helper holds the whole payload and its own children are done, so its
+    uplink is idle while ``receiver``, deep in a tree, still waits for a busy
+    parent. Sent to both: the helper admits the receiver; the receiver asks the
+    helper (``ChunkRequest``) for the last ``count`` chunks of ``stripe`` it
+    lacks and tells its parent (``Have``) what arrived, so the parent skips those.
+    """
+
+    payload_id: bytes = fld(1, BYTES, "the payload")
+    receiver: NodeId = fld(2, NODEID, "the node that pulls the chunks")
+    helper: NodeId = fld(3, NODEID, "the node that serves them (holds the whole payload)")
+    helper_addresses: tuple[str, ...] = fld(4, Rep(STR), "URLs the helper accepts links on")
+    stripe: int = fld(5, U32, "the stripe", default=0)
+    count: int = fld(6, U32, "how many: the last this many chunks of the stripe the receiver lacks", default=0)
