@@ -1081,7 +1081,10 @@ def assists(
     every tree are complete (or dead): its uplink has nothing left to do. Each
     incomplete receiver, most chunks missing first, gets one helper for the
     stripe it misses most of (not one in ``active``, the assists still running,
-    keyed ``(receiver, stripe)`` -> helper), for the last two thirds of what it
+    keyed ``(receiver, stripe)`` -> helper; called again, it adds one for the
+    next stripe: a receiver may be helped in every stripe at once, by one helper
+    per stripe; the caller drops entries of dead helpers from ``active``), for
+    the last two thirds of what it
     misses there (its parent, still sending in order, covers the first third
     meanwhile; a helper shared by ``per_helper`` receivers gives each about
     twice what a parent with four children does). Stripes missing fewer than
@@ -1119,12 +1122,12 @@ def assists(
         st = standing.get(n)
         if n in dead or st is None or st.complete or len(st.stripe_have) != k:
             continue
-        missing = [max(0, sizes[j] - st.stripe_have[j]) for j in range(k)]
+        missing = [min(sizes[j], max(0, sizes[j] - st.stripe_have[j])) for j in range(k)]
         waiting.append((-sum(missing), n, missing))
     waiting.sort()
     out: list[tuple[NodeId, int, NodeId, int]] = []
     for _, n, missing in waiting:
-        options = [j for j in range(k) if (n, j) not in active and missing[j] >= min_chunks]
+        options = [j for j in range(k) if (n, j) not in active and missing[j] >= max(1, min_chunks)]
         if not options:
             continue
         j = max(options, key=lambda x: (missing[x], -x))
