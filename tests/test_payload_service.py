@@ -18,7 +18,7 @@ from edgeagent.identity import Identity
 from edgeagent.links.base import LinkOptions
 from edgeagent.node import Node, NodeConfig
 from edgeagent.payload import make_manifest, payload_id
-from edgeagent.wire import Chunk, Envelope, Error, Have, Progress, TreeAssign
+from edgeagent.wire import Assist, Chunk, Envelope, Error, Have, Progress, TreeAssign
 
 COMMON: dict[str, Any] = {"allow": None, "link_probe_interval": 0, "route_tick": 0.2}
 
@@ -227,42 +227,101 @@ async def test_silent_members_are_pinged_and_only_the_dead_removed(
     assert hashlib.sha256(Path(s.state.path).read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()  # type: ignore[union-attr]  # noqa: ASYNC240
 
 
-async def test_source_waits_until_receivers_are_linked(
+async def test_source_waits_until_its_children_are_linked(
     fleet: tuple[Node, list[Node]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No chunk leaves the source before every receiver reports it is linked to its parents (LINK_WAIT caps it)."""
+    """No chunk leaves the source before its own children are linked to their parents (LINK_WAIT caps it);
+    receivers further down link while the first chunks travel."""
     from edgeagent.payload import service
 
     domain, agents = fleet
-    slow = agents[2].payloads
-    original = slow._attach_one
-    delay = {"s": 1.5}
+    me = domain.identity.node_id
+    delay = {"to_source": 1.5, "other": 0.0}
+    only: set[Any] = set()  # when set: only these agents are slow
+    for a in agents:
+        original = a.payloads._attach_one
 
-    async def late_attach(*args: Any) -> None:
-        await asyncio.sleep(delay["s"])
-        await original(*args)
+        async def late_attach(s: Any, parent: Any, addrs: Any, _orig: Any = original, _me: Any = a) -> None:
+            if not only or _me.identity.node_id in only:
+                first_wave = me in s.parents.values()
+                await asyncio.sleep(delay["to_source"] if first_wave else delay["other"])
+            await _orig(s, parent, addrs)
 
-    slow._attach_one = late_attach  # type: ignore[method-assign]
+        a.payloads._attach_one = late_attach  # type: ignore[method-assign]
     data = os.urandom(6 * 256 * 1024)
     path = tmp_path / "g.bin"
     path.write_bytes(data)
     pid = await domain.payloads.start(path)
     plan = domain.payloads.plans[pid]
     await asyncio.sleep(1.0)
-    assert plan.session.bytes_sent == 0 and not plan.session.go.is_set()  # one receiver is still dialling
+    assert plan.session.bytes_sent == 0 and not plan.session.go.is_set()  # its children are still dialling
     res = await asyncio.wait_for(domain.payloads.wait(pid), 30)
     assert res.completed == 5 and res.source_bytes_sent == len(data)
-    # a receiver that never gets linked holds the source back for LINK_WAIT only
-    monkeypatch.setattr(service, "LINK_WAIT", 0.5)
-    delay["s"] = 30.0
+    # receivers below the first level (not the source's children) that are slow to link do not hold it back
+    monkeypatch.setattr(service, "LINK_WAIT", 10.0)
+    delay.update(to_source=0.0, other=30.0)
     path2 = tmp_path / "h.bin"
-    path2.write_bytes(os.urandom(2 * 256 * 1024))
+    path2.write_bytes(os.urandom(8 * 256 * 1024))
+    t0 = time.monotonic()
     pid2 = await domain.payloads.start(path2)
     plan2 = domain.payloads.plans[pid2]
+    assert any(t.children.get(c) for t in plan2.forest.trees for c in t.children.get(me, ())), "a two-level tree"
+    async with asyncio.timeout(8):
+        await plan2.session.go.wait()
+    assert time.monotonic() - t0 < 5
+    # a source child that never gets linked holds the source back for LINK_WAIT only
+    monkeypatch.setattr(service, "LINK_WAIT", 0.5)
+    delay.update(to_source=30.0, other=0.0)
+    only.add(plan2.forest.trees[0].children[me][0])  # the plan depends on the members only: same children
+    path3 = tmp_path / "i.bin"
+    path3.write_bytes(os.urandom(2 * 256 * 1024))
+    pid3 = await domain.payloads.start(path3)
+    plan3 = domain.payloads.plans[pid3]
     async with asyncio.timeout(10):
-        while plan2.session.bytes_sent == 0:
+        while plan3.session.bytes_sent == 0:
             await asyncio.sleep(0.05)
-    assert plan2.session.go.is_set()
+    assert plan3.session.go.is_set()
+
+
+async def test_an_idle_relay_assists_a_receiver_its_parent_does_not_serve(
+    fleet: tuple[Node, list[Node]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver that never links to its parent still completes: the source pairs it with idle relays that
+    hold everything (Assist), and it pulls the end of its stripes from them, a bit more each time."""
+    from edgeagent.payload import service
+
+    monkeypatch.setattr(service, "ASSIST_FOR", 1.0)
+    monkeypatch.setattr(service, "LINK_WAIT", 0.5)
+    domain, agents = fleet
+    stuck = agents[4]  # on cellular: a leaf in every tree (a stuck relay would hold back its children too)
+
+    async def never(*args: Any) -> None:
+        return None
+
+    stuck.payloads._attach_one = never  # type: ignore[method-assign]
+    assists: list[Any] = []
+    original = stuck.payloads.on_assist
+
+    async def spy(link: Any, env: Envelope) -> None:
+        assists.append(env.body)
+        await original(link, env)
+
+    stuck.handlers[Assist] = spy
+    data = os.urandom(24 * 256 * 1024)
+    path = tmp_path / "assist.bin"
+    path.write_bytes(data)
+    res = await asyncio.wait_for(domain.payloads.send(path), 60)
+    assert res.completed == 5 and not res.failed, res
+    assert res.source_bytes_sent <= len(data) * 1.02
+    got = [a for a in assists if a.receiver == stuck.identity.node_id]
+    assert got, "the stuck receiver was assisted"
+    helpers = {a.helper for a in got}
+    assert helpers <= {a.identity.node_id for a in agents[:4]}  # Wi-Fi relays only: cellular never helps
+    st = next(p for p in stuck.status()["payloads"] if p["id"] == res.payload_id)
+    digest = hashlib.sha256(Path(st["path"]).read_bytes()).hexdigest()  # noqa: ASYNC240
+    assert st["complete"] and digest == hashlib.sha256(data).hexdigest()
+    served = sum(a.payloads.sessions[bytes.fromhex(res.payload_id)].bytes_sent for a in agents if a is not stuck)
+    assert served >= len(data) * 3  # the three other receivers' copies (relayed) plus what helpers brought
 
 
 async def test_blake3_only_when_every_receiver_advertises_it(fleet: tuple[Node, list[Node]], tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ INLINE_PUT_MAX: Final = 1 << 20
 #: long: the source gives that receiver no other helper for the stripe meanwhile, and the receiver
 #: does not ask again for chunks it requested this recently
 ASSIST_FOR: Final = 10.0
+#: helpers are idle anyway: assist even a stripe missing a single chunk (two thirds at a time, at least one)
+ASSIST_MIN_CHUNKS: Final = 1
 #: a relaying sibling whose pusher has not advanced for this long (a stuck link) holds no one back
 LEAD_HOLD_MAX: Final = 2.0
 PROGRESS_EVERY: Final = 0.5  # seconds between Progress reports to the source
@@ -997,7 +999,13 @@ class PayloadService:
                 del plan.assists[(n, j)]
         active = {key: helper for key, (helper, _) in plan.assists.items()}
         pairs = assists(
-            plan.forest, standing, list(plan.members.values()), s.manifest.chunk_count, active=active, dead=plan.dead
+            plan.forest,
+            standing,
+            list(plan.members.values()),
+            s.manifest.chunk_count,
+            active=active,
+            dead=plan.dead,
+            min_chunks=ASSIST_MIN_CHUNKS,
         )
         for n, j, helper, count in pairs:
             plan.assists[(n, j)] = (helper, now)
