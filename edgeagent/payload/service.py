@@ -755,7 +755,7 @@ class PayloadService:
                     continue
                 if self._flip:
                     data = bytes([data[0] ^ 1]) + data[1:]
-                link = next((x for x in node.links.get(child, []) if not x.closed), None)
+                link = self._open_link(child)
                 if link is None:
                     return  # the child re-sends Have when it links again
                 await self._pace(len(data))
@@ -784,6 +784,10 @@ class PayloadService:
                 if s.cursors.pop(child, None) is not None:
                     async with s.pushed:
                         s.pushed.notify_all()
+
+    def _open_link(self, peer: NodeId) -> Link | None:
+        """One of this node's links to ``peer`` that is still open, if any."""
+        return next((x for x in self.node.links.get(peer, []) if not x.closed), None)
 
     async def _held_back(self, s: _Session, child: NodeId, mine: frozenset[int], cursor: int, k: int) -> bool:
         """Hold a leaf child's pusher (for a moment) while it is ``LEAF_LEAD`` chunks ahead of a relaying sibling.
@@ -1065,14 +1069,14 @@ class PayloadService:
         """Send the stripe's parent this node's Have plus ``promised`` (chunks a helper brings): it skips them."""
         assert s.state is not None
         parent = s.parents.get(stripe)
-        links = [x for x in self.node.links.get(parent, []) if not x.closed] if parent is not None else []
-        if not links or parent is None:
+        link = self._open_link(parent) if parent is not None else None
+        if link is None or parent is None:
             return
         bits = bytearray(s.state.have_bitmap())
         for i in promised:
             bits[i >> 3] |= 1 << (i & 7)
         with contextlib.suppress(EdgeAgentError):
-            await links[0].send(Envelope(Have(s.pid, bytes(bits)), self.node.identity.node_id, destination=parent))
+            await link.send(Envelope(Have(s.pid, bytes(bits)), self.node.identity.node_id, destination=parent))
 
     async def _ask_again(self, s: _Session, now: float) -> None:
         """Chunks asked of a helper ``ASSIST_FOR`` ago and still missing: ask each stripe's parent for them."""
@@ -1087,13 +1091,13 @@ class PayloadService:
         me = self.node.identity.node_id
         for stripe, idx in stale.items():
             parent = s.parents.get(stripe)
-            links = [x for x in self.node.links.get(parent, []) if not x.closed] if parent is not None else []
-            if not links or parent is None:
+            link = self._open_link(parent) if parent is not None else None
+            if link is None or parent is None:
                 continue
             log.info("payload %s: %d chunks a helper did not bring: asking %s", s.pid.hex()[:12], len(idx), parent)
             with contextlib.suppress(EdgeAgentError):
                 request = ChunkRequest(s.pid, tuple(IndexRange(i, i + 1) for i in idx))
-                await links[0].send(Envelope(request, me, destination=parent))
+                await link.send(Envelope(request, me, destination=parent))
 
     async def _check_silent(self, plan: _Plan, node: NodeId) -> None:
         try:
