@@ -110,7 +110,7 @@ from edgeagent.payload.planner import bound_seconds  # noqa: E402
 from tests.netns import Netns, NetnsUnavailable  # noqa: E402
 
 MiB: Final = 1 << 20
-CHUNK: Final = 256 * 1024  # the send default (PayloadService.send chunk_size)
+CHUNK: Final = 256 * 1024  # the send default (PayloadService.send chunk_size); --chunk-kib changes it
 PORT: Final = 7400
 NET: Final = "10.207"  # 10.207.0.0/16: made only inside the namespaces of this script
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
@@ -704,6 +704,7 @@ class Setup:
     queue_ms: float = 100.0
     gso: bool = True
     burst_kb: float = 64.0
+    chunk: int = CHUNK
 
 
 def kind_of(j: int) -> str:
@@ -711,10 +712,10 @@ def kind_of(j: int) -> str:
     return "cellular" if j % 4 == 3 else "wifi"
 
 
-def t_lb(n: int, size: int, rate_mbit: float) -> float:
+def t_lb(n: int, size: int, rate_mbit: float, chunk: int = CHUNK) -> float:
     u = rate_mbit * 1e6 / 8
     n_wifi = sum(1 for j in range(n) if kind_of(j) == "wifi")
-    return bound_seconds(size, CHUNK, u, [u] * n_wifi, n, u)
+    return bound_seconds(size, chunk, u, [u] * n_wifi, n, u)
 
 
 def shape_all(setup: Setup, n: int) -> None:
@@ -732,7 +733,7 @@ def one_run(setup: Setup, n: int, mode: str, index: int) -> dict[str, Any]:
     logdir = setup.workdir / "logs" / tag
     logdir.mkdir(parents=True, exist_ok=True)
     runwork = setup.workdir / "runs" / tag
-    bound = t_lb(n, setup.size, setup.rate_mbit)
+    bound = t_lb(n, setup.size, setup.rate_mbit, setup.chunk)
     star_theory = n * setup.size / (setup.rate_mbit * 1e6 / 8)
     row: dict[str, Any] = {"n": n, "mode": mode, "run": index, "t_lb_s": round(bound, 2), "git": _git_state()}
     nodes: list[NodeProc] = []
@@ -781,6 +782,8 @@ def one_run(setup: Setup, n: int, mode: str, index: int) -> dict[str, Any]:
             argv.append("--star")
         elif setup.stripes:
             argv += ["--stripes", str(setup.stripes)]
+        if setup.chunk != CHUNK:
+            argv += ["--chunk-kib", str(setup.chunk >> 10)]
         tx0 = lan.tx_stats(n + 1)
         interval = min(setup.poll or 0.5, 0.5) if mode == "kill" else setup.poll  # kill runs always poll
         mark0 = cpu_mark(nodes)
@@ -927,7 +930,7 @@ def summarise(n: int, rows: list[dict[str, Any]], setup: Setup) -> dict[str, Any
     star = [r for r in rows if r["mode"] == "star" and "error" not in r and r.get("last_s") is not None]
     kill_all = [r for r in rows if r["mode"] == "kill" and "error" not in r]
     kill = [r for r in kill_all if r.get("last_s") is not None]
-    bound = t_lb(n, setup.size, setup.rate_mbit)
+    bound = t_lb(n, setup.size, setup.rate_mbit, setup.chunk)
     out: dict[str, Any] = {
         "n": n,
         "rate_mbit": setup.rate_mbit,
@@ -988,7 +991,7 @@ def _f(v: Any, fmt: str = "{:.2f}") -> str:
 def print_table(out: dict[str, Any]) -> None:
     p = out["params"]
     print(
-        f"bcast benchmark: {p['size_mib']} MiB payload, chunk {CHUNK >> 10} KiB, {out['network']['mode']} "
+        f"bcast benchmark: {p['size_mib']} MiB payload, chunk {p['chunk'] >> 10} KiB, {out['network']['mode']} "
         f"({out['network']['detail']}); {out['environment']['cpus']} CPUs; elapsed {out['elapsed_s']} s"
     )
     env = out["environment"]
@@ -1119,6 +1122,9 @@ def main() -> int:
     ap.add_argument("--kill-runs", type=int, default=1, help="with --kill-relay: such runs per N (default 1)")
     ap.add_argument("--stripes", type=int, help="pass --stripes K to tree sends (default: the planner's choice)")
     ap.add_argument(
+        "--chunk-kib", type=int, default=CHUNK >> 10, help="chunk size of sends in KiB (T_LB's pipeline term uses it)"
+    )
+    ap.add_argument(
         "--poll", type=float, default=0.0, help="status poll interval, s (cross-check; 0: off, the default; kill: 0.5)"
     )
     ap.add_argument(
@@ -1196,6 +1202,7 @@ def main() -> int:
                 args.queue_ms,
                 args.gso == "on",
                 args.burst_kb,
+                args.chunk_kib * 1024,
             )
             shape_all(setup, n)
             plan: list[tuple[str, int]] = []
@@ -1208,7 +1215,8 @@ def main() -> int:
                 plan += [("kill", r + 1) for r in range(args.kill_runs)]
             rows = []
             for mode, idx in plan:
-                _note(f"N={n} {mode} run {idx} ({rate:g}/{cell:g} Mbit/s, T_LB {t_lb(n, size, rate):.1f} s)")
+                bound = t_lb(n, size, rate, args.chunk_kib * 1024)
+                _note(f"N={n} {mode} run {idx} ({rate:g}/{cell:g} Mbit/s, T_LB {bound:.1f} s)")
                 row = one_run(setup, n, mode, idx)
                 _note(
                     f"  -> last {row.get('last_s')} s, median {row.get('median_s')} s, last/T_LB "
@@ -1258,7 +1266,7 @@ def main() -> int:
             "gso": args.gso,
             "burst_kb": args.burst_kb,
             "tcp_cc": tcp_cc,
-            "chunk": CHUNK,
+            "chunk": args.chunk_kib * 1024,
         },
         "results": results,
         "logs": str(workdir / "logs") if args.keep else None,

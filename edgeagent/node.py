@@ -1362,6 +1362,9 @@ class Node:
         wait = bool(request.get("wait"))
         timeout = request.get("timeout")
         stripes = request.get("stripes")
+        from .payload.manifest import DEFAULT_CHUNK_SIZE
+
+        chunk_size = int(request.get("chunk_size") or DEFAULT_CHUNK_SIZE)
 
         def progress(summary: dict[str, Any]) -> None:
             writer.write(json.dumps({"progress": summary}).encode() + b"\n")
@@ -1374,6 +1377,7 @@ class Node:
             stripes=None if stripes is None else int(stripes),
             progress=progress if wait else None,
             star=bool(request.get("star")),
+            chunk_size=chunk_size,
         )
         return {"ok": True, "result": result.to_json()}
 

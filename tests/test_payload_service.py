@@ -19,6 +19,7 @@ from edgeagent.links.base import LinkOptions
 from edgeagent.node import Node, NodeConfig
 from edgeagent.payload import make_manifest, payload_id
 from edgeagent.wire import Assist, Chunk, Envelope, Error, Have, Progress, TreeAssign
+from tests.procs import cli
 
 COMMON: dict[str, Any] = {"allow": None, "link_probe_interval": 0, "route_tick": 0.2}
 
@@ -141,6 +142,15 @@ async def test_send_errors(fleet: tuple[Node, list[Node]], tmp_path: Path) -> No
     domain, _ = fleet
     with pytest.raises(PayloadError, match="not a readable file"):
         await domain.payloads.send(tmp_path / "missing.bin")
+    (tmp_path / "c.bin").write_bytes(os.urandom(200_000))
+    for bad in (0, -1, (8 << 20) + 1):
+        with pytest.raises(PayloadError, match="chunk size"):
+            await domain.payloads.send(tmp_path / "c.bin", chunk_size=bad)
+    res = await asyncio.wait_for(domain.payloads.send(tmp_path / "c.bin", chunk_size=64 * 1024), 30)
+    assert res.completed == res.receivers == 5  # a smaller chunk works end to end
+    assert domain.payloads.sessions[bytes.fromhex(res.payload_id)].manifest.chunk_size == 64 * 1024
+    run = cli("send", str(tmp_path / "c.bin"), "--state", str(tmp_path / "nobody"), "--chunk-kib", "0")
+    assert run.returncode == 1 and "--chunk-kib 0" in run.stderr, run.stderr
     lonely = Node(Identity.generate(), tmp_path / "lonely", NodeConfig(**COMMON))
     await lonely.start()
     try:

@@ -47,7 +47,7 @@ from ..wire import (
     Progress,
     TreeAssign,
 )
-from .manifest import hash_available, make_manifest, payload_id, verify_manifest
+from .manifest import MAX_CHUNK_SIZE, hash_available, make_manifest, payload_id, verify_manifest
 from .planner import Forest, Member, Standing, Tree, assists, move, plan_forest, reassign_metered, repair, stripe_sizes
 from .store import ChunkStore, PayloadState
 
@@ -252,6 +252,8 @@ class PayloadService:
         """Hash, plan and assign; returns the payload id once every receiver has its TreeAssigns."""
         node = self.node
         me = node.identity.node_id
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise PayloadError(f"chunk size {chunk_size} bytes: use 1 byte to {MAX_CHUNK_SIZE >> 20} MiB")
         if not await asyncio.to_thread(path.is_file):
             raise PayloadError(f"{path} is not a readable file")
         receivers = self._receivers(to)
