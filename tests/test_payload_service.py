@@ -325,6 +325,7 @@ async def test_an_idle_relay_assists_a_receiver_its_parent_does_not_serve(
     assert res.source_bytes_sent <= len(data) * 1.02
     got = [a for a in assists if a.receiver == stuck.identity.node_id]
     assert got, "the stuck receiver was assisted"
+    assert res.assists >= len(got) and res.to_json()["assists"] == res.assists
     helpers = {a.helper for a in got}
     assert helpers <= {a.identity.node_id for a in agents[:4]}  # Wi-Fi relays only: cellular never helps
     st = next(p for p in stuck.status()["payloads"] if p["id"] == res.payload_id)

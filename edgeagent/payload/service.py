@@ -116,6 +116,7 @@ class SendResult:
     cellular_uploaded_bytes: int
     per_node: dict[str, dict[str, Any]]
     source_wire_bytes: int = 0  # every byte the source's links sent meanwhile (framing, control, other traffic)
+    assists: int = 0  # idle relays paired with waiting receivers in the last stretch (Assist messages)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -508,6 +509,7 @@ class PayloadService:
             failed=sorted(str(n) for n in plan.dead),
             stripes=plan.forest.stripes,
             repairs=plan.repairs,
+            assists=plan.assists_sent,
             relayed_bytes=relayed,
             cellular_uploaded_bytes=cellular,
             per_node=per_node,
