@@ -22,7 +22,8 @@ __all__ = ["loop_name", "run"]
 T = TypeVar("T")
 
 
-def _choice() -> str:
+def loop_name() -> str:
+    """The loop :func:`run` uses here: "uvloop" or "asyncio" (``EDGEAGENT_LOOP``, else uvloop if installed)."""
     want = os.environ.get("EDGEAGENT_LOOP", "auto").strip().lower() or "auto"
     if want not in ("auto", "uvloop", "asyncio"):
         raise ConfigError(f"EDGEAGENT_LOOP={want!r}: use auto, uvloop or asyncio")
@@ -38,14 +39,9 @@ def _choice() -> str:
     return "uvloop"
 
 
-def loop_name() -> str:
-    """The loop :func:`run` would use here: "uvloop" or "asyncio"."""
-    return _choice()
-
-
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the chosen loop."""
-    if _choice() == "uvloop":
+    if loop_name() == "uvloop":
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -1131,7 +1131,7 @@ def assists(
         if not options:
             continue
         j = max(options, key=lambda x: (missing[x], -x))
-        free = [h for h in helpers if load[h] < per_helper and h != n]
+        free = [h for h in helpers if load[h] < per_helper]  # helpers are whole, n is not: never n
         if not free:
             break
         helper = min(free, key=lambda h: (load[h], h))

@@ -1062,8 +1062,7 @@ class PayloadService:
         me = self.node.identity.node_id
         try:
             link = await self.node.ensure_link(a.helper, a.helper_addresses)
-            request = ChunkRequest(s.pid, tuple(IndexRange(i, i + 1) for i in want))
-            await link.send(Envelope(request, me, destination=a.helper))
+            await link.send(Envelope(_request(s, want), me, destination=a.helper))
         except EdgeAgentError as exc:
             log.info("payload %s: helper %s unreachable: %s", s.pid.hex()[:12], a.helper, exc)
             for i in want:
@@ -1100,8 +1099,7 @@ class PayloadService:
                 continue
             log.info("payload %s: %d chunks a helper did not bring: asking %s", s.pid.hex()[:12], len(idx), parent)
             with contextlib.suppress(EdgeAgentError):
-                request = ChunkRequest(s.pid, tuple(IndexRange(i, i + 1) for i in idx))
-                await link.send(Envelope(request, me, destination=parent))
+                await link.send(Envelope(_request(s, idx), me, destination=parent))
 
     async def _check_silent(self, plan: _Plan, node: NodeId) -> None:
         try:
@@ -1307,6 +1305,11 @@ class PayloadService:
             if s.state is not None:
                 with contextlib.suppress(Exception):
                     s.state.close()
+
+
+def _request(s: _Session, chunks: list[int]) -> ChunkRequest:
+    """A ChunkRequest for ``chunks`` (one range per chunk: a stripe's chunks are not adjacent)."""
+    return ChunkRequest(s.pid, tuple(IndexRange(i, i + 1) for i in chunks))
 
 
 def _describe(children: Mapping[NodeId, tuple[NodeId, ...]]) -> str:
