@@ -131,6 +131,27 @@ def test_assists_idle_and_cellular_helpers() -> None:
     assert assists(FOREST, standing(), only, CHUNKS, active={}, dead={E}) == []
 
 
+def test_assists_helper_holding_one_stripe() -> None:
+    # A is still receiving stripe 1 but holds all of stripe 0, which it forwards, and has sent it on
+    # (idle): it may serve stripe 0, never stripe 1, and is itself helped in stripe 1
+    part = Standing(False, (20, 5), idle=True)
+    out = assists(FOREST, standing(A=part), members(), CHUNKS, active={}, dead={E})
+    assert out == [(F, 1, B, 13), (C, 0, A, 10), (A, 1, B, 10)]
+    # without B only stripe 0 has a helper: F takes stripe 0 (it misses more of 1) and A is not helped
+    out = assists(FOREST, standing(A=part), members(), CHUNKS, active={}, dead={E, B})
+    assert out == [(F, 0, A, 6), (C, 0, A, 10)]
+    # C is linked to A, its parent in stripe 0, which is idle: A has sent C all of stripe 0 (what the
+    # source last heard C lacks is on its way), so no helper for it there; unlinked, C is helped
+    linked_c = Standing(False, (5, 18), linked=True)
+    out = assists(FOREST, standing(A=part, C=linked_c), members(), CHUNKS, active={}, dead={E})
+    assert out == [(F, 1, B, 13), (A, 1, B, 10)]
+    out = assists(FOREST, standing(A=part, C=linked_c), members(), CHUNKS, active={}, dead={E, B})
+    assert out == [(F, 0, A, 6)]
+    # not idle (still sending stripe 0 to its children): no helper at all
+    busy = Standing(False, (20, 5))
+    assert assists(FOREST, standing(A=busy), members(), CHUNKS, active={}, dead={E, B}) == []
+
+
 def test_assists_dead_receiver_and_bad_standing() -> None:
     assert assists(FOREST, standing(), members(), CHUNKS, active={}, dead={E, F}) == [(C, 0, B, 10)]
     # a standing with the wrong number of stripes is not a receiver
@@ -173,7 +194,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         if kind in ("done", "idle"):
             state[m.node_id] = Standing(True, tuple(sizes), idle=kind == "idle")
         elif kind == "wait":
-            state[m.node_id] = Standing(False, tuple(draw(st.integers(0, s + 2)) for s in sizes))
+            have = tuple(draw(st.integers(0, s + 2)) for s in sizes)
+            state[m.node_id] = Standing(False, have, idle=draw(st.booleans()), linked=draw(st.booleans()))
         elif kind == "short":
             state[m.node_id] = Standing(False, (0,) * (forest.stripes + 1))
     ids = [m.node_id for m in group]
@@ -205,30 +227,49 @@ def test_assists_properties(case: Scenario) -> None:
         for h in forest.members()
         if h in relay
         and h not in dead
-        and whole(h)
-        and (state[h].idle or all(whole(c) or c in dead for c in kids.get(h, ())))
+        and h in state
+        and (state[h].idle or (whole(h) and all(whole(c) or c in dead for c in kids.get(h, ()))))
     }
+
+    def holds(h: NodeId, j: int) -> bool:  # the whole stripe j
+        return state[h].complete or (len(state[h].stripe_have) == k and state[h].stripe_have[j] >= sizes[j])
+
+    def sent_all(r: NodeId, j: int) -> bool:  # linked to its parent in tree j, idle with the whole stripe
+        p = forest.trees[j].parent.get(r)
+        return state[r].linked and p in state and state[p].idle and holds(p, j)
+
     missing = {
         r: [max(0, sizes[j] - s.stripe_have[j]) for j in range(k)]
         for r, s in state.items()
         if r not in dead and not s.complete and len(s.stripe_have) == k
     }
-    options = {r: [j for j in range(k) if (r, j) not in active and m[j] >= min_chunks] for r, m in missing.items()}
+    load = Counter(active.values())
+
+    def free(r: NodeId, j: int) -> list[NodeId]:
+        return [x for x in helpers if x != r and holds(x, j) and load[x] < per_helper]
+
     if not helpers:
         assert out == []
-    load = Counter(active.values())
     for r, j, h, count in out:
-        assert h in helpers and h != r and r in missing and r not in dead
-        assert (r, j) not in active and j in options[r]
-        assert j == max(options[r], key=lambda x: (missing[r][x], -x))  # the stripe it misses most of
+        assert h in helpers and h != r and r in missing and r not in dead and holds(h, j)
+        options = [
+            x
+            for x in range(k)
+            if (r, x) not in active and missing[r][x] >= max(1, min_chunks) and not sent_all(r, x) and free(r, x)
+        ]
+        assert (r, j) not in active and j in options
+        assert j == max(options, key=lambda x: (missing[r][x], -x))  # the stripe it misses most of, among those served
         assert count == max(min_chunks, missing[r][j] * 2 // 3) and count <= missing[r][j]
-        free = [x for x in helpers if load[x] < per_helper]
-        assert h == min(free, key=lambda x: (load[x], x))  # least loaded, then NodeId
+        assert h == min(free(r, j), key=lambda x: (load[x], x))  # least loaded, then NodeId
         load[h] += 1
     assert all(load[h] <= max(per_helper, Counter(active.values())[h]) for h in helpers)
     served = [r for r, *_ in out]
     assert len(served) == len(set(served))
-    order = sorted((r for r in missing if options[r]), key=lambda r: (-sum(missing[r]), r))
-    assert served == order[: len(served)]  # most missing first, none skipped
-    if len(served) < len(order):  # stopped early only when every helper is full
-        assert all(load[h] >= per_helper for h in helpers)
+    order = sorted(missing, key=lambda r: (-sum(missing[r]), r))
+    assert served == [r for r in order if r in served]  # most missing first
+    for r in order:  # one skipped had no stripe with a free helper then (loads only grow)
+        if r not in served:
+            assert not any(
+                (r, x) not in active and missing[r][x] >= max(1, min_chunks) and not sent_all(r, x) and free(r, x)
+                for x in range(k)
+            )

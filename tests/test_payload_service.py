@@ -360,3 +360,77 @@ async def test_blake3_only_when_every_receiver_advertises_it(fleet: tuple[Node, 
     )
     assert domain.payloads.hash_for(ids) == "sha256"
     assert domain.payloads.hash_for(ids[1:]) == "blake3"
+
+
+async def test_idle_once_the_stripes_it_forwards_are_held_and_sent(tmp_path: Path) -> None:
+    """``Progress.idle``: a relay counts as idle (a helper for what it holds) as soon as it holds every
+    chunk of the stripes it forwards and its pushers are done, while it still receives other stripes."""
+    from edgeagent.payload import service
+    from edgeagent.payload.store import ChunkStore
+
+    ident = Identity.generate()
+    chunk = 1024
+    data = os.urandom(6 * chunk)  # chunks 0..5; with 2 stripes, stripe 0 = 0, 2, 4 and stripe 1 = 1, 3, 5
+    man = make_manifest(data, ident, chunk_size=chunk, created_ms=1)
+    state = ChunkStore(tmp_path / "store", fsync=False).open(man)
+    s = service._Session(payload_id(man), man, ident.node_id, state, stripes=2, stripe_have=[0, 0])
+    kid = Identity.generate().node_id
+    s.children = {0: (kid,), 1: ()}  # forwards stripe 0 only
+    assert not service._idle(s) and not service._holds_stripes(s, [0])
+    for i in (0, 2, 4):
+        assert state.put(i, data[i * chunk : (i + 1) * chunk])
+        s.stripe_have[i % 2] += 1
+    assert service._holds_stripes(s, [0]) and not service._holds_stripes(s, [0, 1])
+    assert service._idle(s) and not s.complete  # stripe 0 held; stripe 1 still coming
+    s.pushers[kid] = asyncio.ensure_future(asyncio.sleep(0))  # still sending to its child: busy
+    assert not service._idle(s)
+    s.sent_all.add(kid)  # its pusher has passed every chunk of stripe 0 (it stays, for late Haves)
+    assert service._idle(s)
+    await s.pushers.pop(kid)
+    assert service._idle(s)
+    s.children = {0: (kid,), 1: (kid,)}  # re-planned: now it forwards stripe 1 too, which it lacks
+    assert not service._idle(s)
+    state.close()
+
+
+async def test_children_stay_within_their_lead_of_the_slowest_relaying_sibling(tmp_path: Path) -> None:
+    """A parent serves the children that relay first: a leaf child's pusher waits while it is more than
+    ``LEAF_LEAD`` chunks ahead of the slowest relaying sibling, a relaying child's while more than
+    ``RELAY_LEAD``; a sibling that has caught up or is stuck holds no one back."""
+    from edgeagent.payload import service
+
+    ident = Identity.generate()
+    man = make_manifest(os.urandom(64 * 1024), ident, chunk_size=1024, created_ms=1)
+    s = service._Session(payload_id(man), man, ident.node_id, None, stripes=1)
+    relay_a, relay_b, leaf = (Identity.generate().node_id for _ in range(3))
+    s.order = list(range(64))
+    s.relaying = {0: frozenset({relay_a, relay_b})}
+    s.children = {0: (relay_a, relay_b, leaf)}
+    parked = asyncio.Event()
+    for c in (relay_a, relay_b, leaf):
+        s.pushers[c] = asyncio.ensure_future(parked.wait())
+    svc = service.PayloadService.__new__(service.PayloadService)
+    now = time.monotonic()
+    s.cursors = {relay_a: (20, now), relay_b: (10, now)}
+    mine = frozenset({0})
+
+    async def held(child: Any, cursor: int, lead: int) -> bool:
+        t = time.monotonic()
+        out = await svc._held_back(s, child, mine, cursor, 1, lead)
+        assert time.monotonic() - t < 1.5  # a hold is a short wait, then the pusher looks again
+        return bool(out)
+
+    lead = service.RELAY_LEAD
+    assert not await held(leaf, 10 + service.LEAF_LEAD, service.LEAF_LEAD)
+    assert await held(leaf, 11 + service.LEAF_LEAD, service.LEAF_LEAD)
+    assert not await held(relay_a, 10 + lead, lead)  # relay_b is the slowest other relay
+    assert await held(relay_a, 11 + lead, lead)
+    assert not await held(relay_b, 10, lead)  # the slowest is never held back by the faster one
+    s.cursors[relay_b] = (10, now - service.LEAD_HOLD_MAX - 1)  # stuck: ignored
+    assert not await held(relay_a, 40, lead)
+    s.cursors[relay_b] = (64, time.monotonic())  # caught up with all this node holds: ignored
+    s.cursors[relay_a] = (30, time.monotonic())
+    assert not await held(leaf, 30 + service.LEAF_LEAD, service.LEAF_LEAD)  # relay_a is the one to follow now
+    assert await held(leaf, 31 + service.LEAF_LEAD, service.LEAF_LEAD)
+    parked.set()
+    await asyncio.gather(*s.pushers.values())

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -67,6 +67,12 @@ CACHE_CHUNKS: Final = 32  # verified chunks kept in memory for cut-through forwa
 #: lets a relay child take each new chunk at nearly the parent's whole upload, so the first chunks
 #: fill a deep tree sooner (N = 64 at 12.5 Mbit/s: lead 4 -> 1.21-1.22 T_LB, 1 -> 1.19, 0 -> 1.20).
 LEAF_LEAD: Final = 1
+#: ... and a relaying child's pusher at most this many ahead of its slowest relaying sibling: a
+#: relay can forward no faster than its own uplink, so chunks a parent gives one relay child beyond
+#: that only wait there, while the sibling they were taken from idles its uplink and delays its
+#: whole subtree (N = 64 at 12.5 Mbit/s, with idle relays helping: 1.21, 1.21 T_LB without this
+#: lead, 1.17-1.19 in 5 runs with it; a lead of 2: 1.16, 1.19; of 8: 1.18, 1.22)
+RELAY_LEAD: Final = 4
 #: chunks up to this size are verified and written on the event loop (hash + pwrite, ~0.1 ms per
 #: 256 KiB): a thread hop per chunk cost more CPU than the work (12 % of a relay's CPU in a profile).
 #: Puts that sync to disk, and larger chunks, still run in a thread.
@@ -137,6 +143,7 @@ class _Session:
     children: dict[int, tuple[NodeId, ...]] = field(default_factory=dict)
     relaying: dict[int, frozenset[NodeId]] = field(default_factory=dict)  # children that forward stripe j
     cursors: dict[NodeId, tuple[int, float]] = field(default_factory=dict)  # relaying child's pusher: cursor, when
+    sent_all: set[NodeId] = field(default_factory=set)  # children sent every chunk of the stripes they get here
     requested: dict[int, float] = field(default_factory=dict)  # chunks asked of helpers, when
     syncing: int = 0  # puts running in a thread (one may hold the store's lock through an fsync)
     pushed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a relaying child's pusher advanced
@@ -734,11 +741,15 @@ class PayloadService:
                 if stripes != mine or k != max(s.stripes, 1) or relays_now != relays:
                     mine, k, cursor, relays = stripes, max(s.stripes, 1), 0, relays_now
                     s.cursors.pop(child, None)
+                if cursor < len(s.order):
+                    s.sent_all.discard(child)
                 if relays:
                     s.cursors[child] = (cursor, time.monotonic())
                 if cursor >= len(s.order):
                     if len(s.order) >= s.manifest.chunk_count:
                         return  # every chunk passed (s.complete alone may run ahead of s.order)
+                    if _holds_stripes(s, mine):
+                        s.sent_all.add(child)  # stays (a late Have still merges into what it sent), idle
                     if relays:
                         async with s.pushed:
                             s.pushed.notify_all()
@@ -748,7 +759,7 @@ class PayloadService:
                                 async with asyncio.timeout(2.0):
                                     await s.arrived.wait()
                     continue
-                if not relays and await self._held_back(s, child, mine, cursor, k):
+                if await self._held_back(s, child, mine, cursor, k, RELAY_LEAD if relays else LEAF_LEAD):
                     continue
                 i = s.order[cursor]
                 cursor += 1
@@ -785,6 +796,7 @@ class PayloadService:
         finally:
             if s.pushers.get(child) is task:
                 del s.pushers[child]
+                s.sent_all.discard(child)
                 if s.cursors.pop(child, None) is not None:
                     async with s.pushed:
                         s.pushed.notify_all()
@@ -793,8 +805,10 @@ class PayloadService:
         """One of this node's links to ``peer`` that is still open, if any."""
         return next((x for x in self.node.links.get(peer, []) if not x.closed), None)
 
-    async def _held_back(self, s: _Session, child: NodeId, mine: frozenset[int], cursor: int, k: int) -> bool:
-        """Hold a leaf child's pusher (for a moment) while it is ``LEAF_LEAD`` chunks ahead of a relaying sibling.
+    async def _held_back(
+        self, s: _Session, child: NodeId, mine: frozenset[int], cursor: int, k: int, lead: int
+    ) -> bool:
+        """Hold a child's pusher (for a moment) while it is more than ``lead`` chunks ahead of a relaying sibling.
 
         Siblings are the children this node serves the same stripes to that relay them further;
         one that has caught up with what this node holds, or whose pusher has not advanced for
@@ -811,7 +825,7 @@ class PayloadService:
                 if pos >= len(s.order) or now - at > LEAD_HOLD_MAX:
                     continue
                 slowest = pos if slowest is None else min(slowest, pos)
-        if slowest is None or cursor <= slowest + LEAF_LEAD * k:
+        if slowest is None or cursor <= slowest + lead * k:
             return False
         async with s.pushed:
             with contextlib.suppress(TimeoutError):
@@ -996,9 +1010,9 @@ class PayloadService:
     async def _assist(self, plan: _Plan, now: float) -> None:
         """Pair idle relays with receivers still waiting (planner.assists) and tell both."""
         s = plan.session
-        standing = {n: Standing(p.complete, tuple(p.stripe_have), p.idle) for n, p in plan.progress.items()}
-        if not any(st.complete for st in standing.values()):
-            return
+        standing = {n: Standing(p.complete, tuple(p.stripe_have), p.idle, p.linked) for n, p in plan.progress.items()}
+        if not any(st.complete or st.idle for st in standing.values()):
+            return  # no helper yet
         sizes = stripe_sizes(s.manifest.chunk_count, plan.forest.stripes)
         for (n, j), (helper, since) in list(plan.assists.items()):
             st = standing.get(n)
@@ -1240,7 +1254,7 @@ class PayloadService:
             return
         p = Progress(
             s.pid, s.state.have_bytes, s.state.complete, s.bytes_sent, lost, bad, s.bad_chunks,
-            tuple(s.stripe_have), stalled, self._linked(s), s.complete and not s.pushers,
+            tuple(s.stripe_have), stalled, self._linked(s), _idle(s),
         )  # fmt: skip
         with contextlib.suppress(EdgeAgentError):
             await self.node.send(s.source, p)
@@ -1319,6 +1333,23 @@ def _describe(children: Mapping[NodeId, tuple[NodeId, ...]]) -> str:
 
 def _assignment(forest: Forest, n: NodeId) -> list[tuple[NodeId | None, tuple[NodeId, ...]]]:
     return [(t.parent.get(n), t.children.get(n, ())) for t in forest.trees]
+
+
+def _holds_stripes(s: _Session, stripes: Iterable[int]) -> bool:
+    """This node holds every chunk of each of ``stripes`` (a source holds everything)."""
+    if s.state is None:
+        return True
+    # by the counts kept with s.order (s.complete may run ahead of them while a last chunk is put)
+    return bool(s.stripe_have) and not any(_missing_in(s, j) for j in stripes if j < len(s.stripe_have))
+
+
+def _idle(s: _Session) -> bool:
+    """Its uplink has nothing left to do: it holds the stripes it forwards and has sent its children all of them.
+
+    (A child that has not linked yet, so has no pusher, does not count: there is nothing to send it on.)
+    """
+    forwards = [j for j, kids in s.children.items() if kids]
+    return _holds_stripes(s, forwards) and all(c in s.sent_all for c in s.pushers)
 
 
 def _missing_in(s: _Session, stripe: int) -> bool:

@@ -134,7 +134,9 @@ class Progress(Message):
     stripe_have: tuple[int, ...] = fld(8, Rep(U32), "chunks held per stripe (index j: stripe j)")
     stalled: bool = fld(9, BOOL, "lost_parent is linked but has sent nothing for a while", default=False)
     linked: bool = fld(10, BOOL, "linked to (and told its Have to) every parent assigned", default=False)
-    idle: bool = fld(11, BOOL, "holds everything and has sent its children all they lacked", default=False)
+    idle: bool = fld(
+        11, BOOL, "holds all of the stripes it forwards and has sent its children all of them", default=False
+    )
 
 
 @message(70)
@@ -142,7 +144,8 @@ class Progress(Message):
 class Assist(Message):
     """From the source in a payload's last stretch: ``helper`` serves ``receiver`` the end of one stripe.
 
-    The helper holds the whole payload and its own children are done, so its
+    The helper holds the whole stripe (it forwards that stripe, or holds the
+    whole payload) and has sent its own children all they get from it, so its
     uplink is idle while ``receiver``, deep in a tree, still waits for a busy
     parent. Sent to both: the helper admits the receiver; the receiver asks the
     helper (``ChunkRequest``) for the last ``count`` chunks of ``stripe`` it
@@ -151,7 +154,7 @@ class Assist(Message):
 
     payload_id: bytes = fld(1, BYTES, "the payload")
     receiver: NodeId = fld(2, NODEID, "the node that pulls the chunks")
-    helper: NodeId = fld(3, NODEID, "the node that serves them (holds the whole payload)")
+    helper: NodeId = fld(3, NODEID, "the node that serves them (holds the whole stripe)")
     helper_addresses: tuple[str, ...] = fld(4, Rep(STR), "URLs the helper accepts links on")
     stripe: int = fld(5, U32, "the stripe", default=0)
     count: int = fld(6, U32, "how many: the last this many chunks of the stripe the receiver lacks", default=0)
