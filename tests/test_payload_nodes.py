@@ -212,7 +212,8 @@ def test_64mib_reaches_eight_agents_source_sends_once(tmp_path: Path) -> None:
             assert p["complete"] and p["size"] == size, p
             assert _sha256(p["path"]) == digest, f"{a.name}: {p['path']} differs"
             relayed += p["bytes_sent"]
-        # the relays carried the other 7 copies (each agent's own counter, read after the send)
+        # the relays carried the other 7 copies (each agent's own counter, read after the send), and
+        # no more: a receiver asks a helper (Assist) only for chunks its parent is not already sending
         assert 7 * size <= relayed <= 7.02 * size, relayed
         # the result's per_node figures are each relay's last Progress (sent every 0.5 s and on completion),
         # so a relay still forwarding when the last receiver completed is reported a little short

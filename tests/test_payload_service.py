@@ -434,3 +434,87 @@ async def test_children_stay_within_their_lead_of_the_slowest_relaying_sibling(t
     assert await held(leaf, 31 + service.LEAF_LEAD, service.LEAF_LEAD)
     parked.set()
     await asyncio.gather(*s.pushers.values())
+
+
+async def test_chunks_asked_of_a_helper_whose_link_drops_are_due_from_the_parent_at_once(tmp_path: Path) -> None:
+    """A receiver asked a helper for chunks (an Assist); when its last link to that helper goes down it does
+    not wait out ``ASSIST_FOR``: those chunks (and only those) are due to be asked of the parent at the next
+    report tick."""
+    from edgeagent.payload import service
+    from edgeagent.payload.store import ChunkStore
+
+    ident = Identity.generate()
+    man = make_manifest(os.urandom(8 * 1024), ident, chunk_size=1024, created_ms=1)
+    state = ChunkStore(tmp_path / "store", fsync=False).open(man)
+    s = service._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0])
+    helper, other = Identity.generate().node_id, Identity.generate().node_id
+    now = time.monotonic()
+    s.requested = {3: now, 5: now, 6: now}
+    s.asked_of = {3: helper, 5: other, 6: helper}
+    svc = service.PayloadService.__new__(service.PayloadService)
+    svc.plans, svc.sessions = {}, {s.pid: s}
+    svc.on_link_down(helper)
+    later = time.monotonic()
+    assert all(later - s.requested[i] >= service.ASSIST_FOR for i in (3, 6))  # due now
+    assert later - s.requested[5] < service.ASSIST_FOR  # the other helper's are still its own
+    svc.on_link_down(Identity.generate().node_id)  # a stranger's link: nothing changes
+    assert s.requested[5] == now
+    state.close()
+
+
+async def test_a_receiver_asks_a_helper_only_beyond_what_its_parent_is_sending(tmp_path: Path) -> None:
+    """An Assist asks the helper for the last ``count`` chunks the receiver lacks of the stripe, but leaves its
+    parent as many as the parent delivered within ``IN_FLIGHT_WINDOW`` (those are likely on their way), and
+    promises the parent (a Have) exactly the chunks asked of the helper."""
+    from collections import deque
+
+    from edgeagent.payload import service
+    from edgeagent.payload.store import ChunkStore
+    from edgeagent.wire import ChunkRequest
+
+    class FakeLink:
+        closed = False
+
+        def __init__(self) -> None:
+            self.sent: list[Envelope] = []
+
+        async def send(self, env: Envelope) -> None:
+            self.sent.append(env)
+
+    ident = Identity.generate()
+    parent, helper = Identity.generate().node_id, Identity.generate().node_id
+    to_parent, to_helper = FakeLink(), FakeLink()
+
+    class FakeNode:
+        def __init__(self) -> None:
+            self.identity = ident
+            self.links = {parent: [to_parent]}
+
+        async def ensure_link(self, peer: Any, addresses: Any) -> FakeLink:
+            assert peer == helper
+            return to_helper
+
+    man = make_manifest(os.urandom(10 * 1024), ident, chunk_size=1024, created_ms=1)
+    state = ChunkStore(tmp_path / "store", fsync=False).open(man)
+    s = service._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0], parents={0: parent})
+    svc = service.PayloadService.__new__(service.PayloadService)
+    svc.node = FakeNode()  # type: ignore[assignment]
+
+    def asked() -> list[int]:
+        body = to_helper.sent[-1].body
+        assert isinstance(body, ChunkRequest)
+        return [r.start for r in body.ranges]
+
+    await svc._pull(s, Assist(s.pid, ident.node_id, helper, (), 0, 4))  # parent quiet: the last 4 of 10
+    assert asked() == [6, 7, 8, 9]
+    have = to_parent.sent[-1].body
+    assert isinstance(have, Have) and have.bitmap == bytes([0b11000000, 0b11])  # promised: 6..9
+    s.requested.clear()
+    s.parent_arrivals[0] = deque([time.monotonic()] * 8)  # the parent is delivering fast: 8 in the window
+    await svc._pull(s, Assist(s.pid, ident.node_id, helper, (), 0, 4))
+    assert asked() == [8, 9]  # leaves it the 8 it is likely sending already
+    s.requested.clear()
+    s.parent_arrivals[0] = deque([time.monotonic() - 2 * service.IN_FLIGHT_WINDOW] * 8)  # long ago: ignored
+    await svc._pull(s, Assist(s.pid, ident.node_id, helper, (), 0, 4))
+    assert asked() == [6, 7, 8, 9]
+    state.close()

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +79,13 @@ RELAY_LEAD: Final = 4
 INLINE_PUT_MAX: Final = 1 << 20
 #: an Assist (an idle relay serving a waiting receiver the end of a stripe) counts as running this
 #: long: the source gives that receiver no other helper for the stripe meanwhile, and the receiver
-#: does not ask again for chunks it requested this recently
+#: does not ask again for chunks it requested this recently (unless its last link to the helper drops:
+#: then it asks the parent at once)
 ASSIST_FOR: Final = 10.0
+#: a receiver asks a helper only for chunks beyond as many as its parent delivered in this many
+#: seconds: those are likely in flight already (in the 8-agent loopback test, where socket buffers
+#: hold megabytes, helpers otherwise repeated up to 0.14 S of chunks already on their way)
+IN_FLIGHT_WINDOW: Final = 1.0
 #: helpers are idle anyway: assist even a stripe missing a single chunk (two thirds at a time, at least one)
 ASSIST_MIN_CHUNKS: Final = 1
 #: a relaying sibling whose pusher has not advanced for this long (a stuck link) holds no one back
@@ -145,6 +150,7 @@ class _Session:
     cursors: dict[NodeId, tuple[int, float]] = field(default_factory=dict)  # relaying child's pusher: cursor, when
     sent_all: set[NodeId] = field(default_factory=set)  # children sent every chunk of the stripes they get here
     requested: dict[int, float] = field(default_factory=dict)  # chunks asked of helpers, when
+    asked_of: dict[int, NodeId] = field(default_factory=dict)  # ... and of which helper
     syncing: int = 0  # puts running in a thread (one may hold the store's lock through an fsync)
     pushed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a relaying child's pusher advanced
     child_have: dict[NodeId, bytearray] = field(default_factory=dict)
@@ -159,6 +165,8 @@ class _Session:
     bad_chunks: int = 0
     bad_from: set[NodeId] = field(default_factory=set)
     last_from_parent: dict[int, float] = field(default_factory=dict)
+    #: when the last chunks of each stripe came from its parent (within IN_FLIGHT_WINDOW)
+    parent_arrivals: dict[int, deque[float]] = field(default_factory=dict)
     reported_at: dict[NodeId, float] = field(default_factory=dict)  # parents reported lost, when
     stripe_have: list[int] = field(default_factory=list)  # chunks held per stripe
     attacher: asyncio.Task[None] | None = None
@@ -886,7 +894,11 @@ class PayloadService:
             await self._report(s, bad=sender)
             return
         if s.stripes and from_parent:
-            s.last_from_parent[stripe] = time.monotonic()
+            now = s.last_from_parent[stripe] = time.monotonic()
+            seen = s.parent_arrivals.setdefault(stripe, deque())
+            seen.append(now)
+            while seen and now - seen[0] > IN_FLIGHT_WINDOW:
+                seen.popleft()
         if c.index in s.ordered:  # the same chunk from two parents at once: stored (and counted) once
             s.duplicates += 1
             return
@@ -1061,15 +1073,20 @@ class PayloadService:
         assert s.state is not None
         k = max(s.stripes, 1)
         now = time.monotonic()
-        want = [
+        lacking = [
             i
             for i in range(a.stripe, s.manifest.chunk_count, k)
             if not s.state.has(i) and now - s.requested.get(i, -ASSIST_FOR) >= ASSIST_FOR
-        ][-a.count :]
+        ]
+        # the parent sends in order: as many as it delivered in the last IN_FLIGHT_WINDOW are likely on
+        # their way already (its socket buffers), so leave those to it
+        recent = [t for t in s.parent_arrivals.get(a.stripe, ()) if now - t <= IN_FLIGHT_WINDOW]
+        want = lacking[max(len(lacking) - a.count, len(recent)) :]
         if not want:
             return
         for i in want:
             s.requested[i] = now
+            s.asked_of[i] = a.helper
         # tell the parent first, as if they were here, so it does not send them too; should the
         # helper not deliver, they are asked of the parent after ASSIST_FOR (_ask_again)
         await self._tell_parent(s, a.stripe, promised=want)
@@ -1081,6 +1098,7 @@ class PayloadService:
             log.info("payload %s: helper %s unreachable: %s", s.pid.hex()[:12], a.helper, exc)
             for i in want:
                 s.requested.pop(i, None)
+                s.asked_of.pop(i, None)
 
     async def _tell_parent(self, s: _Session, stripe: int, promised: list[int]) -> None:
         """Send the stripe's parent this node's Have plus ``promised`` (chunks a helper brings): it skips them."""
@@ -1102,9 +1120,11 @@ class PayloadService:
         for i, t in list(s.requested.items()):
             if s.state.has(i):
                 del s.requested[i]
+                s.asked_of.pop(i, None)
             elif now - t >= ASSIST_FOR:
                 stale.setdefault(i % max(s.stripes, 1), []).append(i)
                 s.requested[i] = now
+                s.asked_of.pop(i, None)  # now asked of the parent
         me = self.node.identity.node_id
         for stripe, idx in stale.items():
             parent = s.parents.get(stripe)
@@ -1226,6 +1246,9 @@ class PayloadService:
             s.attached.discard(peer)
             if s.state is not None and not s.complete and peer in s.parents.values():
                 self._attach_parents(s)  # re-link; a parent that cannot be reached is reported
+            due = time.monotonic() - ASSIST_FOR
+            for i in [i for i, h in s.asked_of.items() if h == peer and i in s.requested]:
+                s.requested[i] = min(s.requested[i], due)  # a helper gone: its chunks are asked of the parent now
 
     async def _report_loop(self, s: _Session) -> None:
         while True:
