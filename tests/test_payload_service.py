@@ -449,16 +449,15 @@ async def test_chunks_asked_of_a_helper_whose_link_drops_are_due_from_the_parent
     s = service._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0])
     helper, other = Identity.generate().node_id, Identity.generate().node_id
     now = time.monotonic()
-    s.requested = {3: now, 5: now, 6: now}
-    s.asked_of = {3: helper, 5: other, 6: helper}
+    s.requested = {3: (now, helper), 5: (now, other), 6: (now, helper)}
     svc = service.PayloadService.__new__(service.PayloadService)
     svc.plans, svc.sessions = {}, {s.pid: s}
     svc.on_link_down(helper)
     later = time.monotonic()
-    assert all(later - s.requested[i] >= service.ASSIST_FOR for i in (3, 6))  # due now
-    assert later - s.requested[5] < service.ASSIST_FOR  # the other helper's are still its own
+    assert all(later - s.requested[i][0] >= service.ASSIST_FOR for i in (3, 6))  # due now
+    assert later - s.requested[5][0] < service.ASSIST_FOR  # the other helper's are still its own
     svc.on_link_down(Identity.generate().node_id)  # a stranger's link: nothing changes
-    assert s.requested[5] == now
+    assert s.requested[5] == (now, other)
     state.close()
 
 

@@ -149,8 +149,8 @@ class _Session:
     relaying: dict[int, frozenset[NodeId]] = field(default_factory=dict)  # children that forward stripe j
     cursors: dict[NodeId, tuple[int, float]] = field(default_factory=dict)  # relaying child's pusher: cursor, when
     sent_all: set[NodeId] = field(default_factory=set)  # children sent every chunk of the stripes they get here
-    requested: dict[int, float] = field(default_factory=dict)  # chunks asked of helpers, when
-    asked_of: dict[int, NodeId] = field(default_factory=dict)  # ... and of which helper
+    #: chunks asked of helpers: when, and of which (None: asked of the parent since)
+    requested: dict[int, tuple[float, NodeId | None]] = field(default_factory=dict)
     syncing: int = 0  # puts running in a thread (one may hold the store's lock through an fsync)
     pushed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a relaying child's pusher advanced
     child_have: dict[NodeId, bytearray] = field(default_factory=dict)
@@ -1076,7 +1076,7 @@ class PayloadService:
         lacking = [
             i
             for i in range(a.stripe, s.manifest.chunk_count, k)
-            if not s.state.has(i) and now - s.requested.get(i, -ASSIST_FOR) >= ASSIST_FOR
+            if not s.state.has(i) and now - s.requested.get(i, (-ASSIST_FOR, None))[0] >= ASSIST_FOR
         ]
         # the parent sends in order: as many as it delivered in the last IN_FLIGHT_WINDOW are likely on
         # their way already (its socket buffers), so leave those to it
@@ -1085,8 +1085,7 @@ class PayloadService:
         if not want:
             return
         for i in want:
-            s.requested[i] = now
-            s.asked_of[i] = a.helper
+            s.requested[i] = (now, a.helper)
         # tell the parent first, as if they were here, so it does not send them too; should the
         # helper not deliver, they are asked of the parent after ASSIST_FOR (_ask_again)
         await self._tell_parent(s, a.stripe, promised=want)
@@ -1098,7 +1097,6 @@ class PayloadService:
             log.info("payload %s: helper %s unreachable: %s", s.pid.hex()[:12], a.helper, exc)
             for i in want:
                 s.requested.pop(i, None)
-                s.asked_of.pop(i, None)
 
     async def _tell_parent(self, s: _Session, stripe: int, promised: list[int]) -> None:
         """Send the stripe's parent this node's Have plus ``promised`` (chunks a helper brings): it skips them."""
@@ -1117,14 +1115,12 @@ class PayloadService:
         """Chunks asked of a helper ``ASSIST_FOR`` ago and still missing: ask each stripe's parent for them."""
         assert s.state is not None
         stale: dict[int, list[int]] = {}
-        for i, t in list(s.requested.items()):
+        for i, (t, _) in list(s.requested.items()):
             if s.state.has(i):
                 del s.requested[i]
-                s.asked_of.pop(i, None)
             elif now - t >= ASSIST_FOR:
                 stale.setdefault(i % max(s.stripes, 1), []).append(i)
-                s.requested[i] = now
-                s.asked_of.pop(i, None)  # now asked of the parent
+                s.requested[i] = (now, None)  # now asked of the parent
         me = self.node.identity.node_id
         for stripe, idx in stale.items():
             parent = s.parents.get(stripe)
@@ -1247,8 +1243,9 @@ class PayloadService:
             if s.state is not None and not s.complete and peer in s.parents.values():
                 self._attach_parents(s)  # re-link; a parent that cannot be reached is reported
             due = time.monotonic() - ASSIST_FOR
-            for i in [i for i, h in s.asked_of.items() if h == peer and i in s.requested]:
-                s.requested[i] = min(s.requested[i], due)  # a helper gone: its chunks are asked of the parent now
+            for i, (t, helper) in list(s.requested.items()):
+                if helper == peer:  # a helper gone: its chunks are asked of the parent now
+                    s.requested[i] = (min(t, due), helper)
 
     async def _report_loop(self, s: _Session) -> None:
         while True:
