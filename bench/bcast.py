@@ -105,7 +105,7 @@ from typing import Any, Final
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeagent.node import control_request  # noqa: E402
+from edgeagent.control import control_request  # noqa: E402
 from edgeagent.payload.planner import bound_seconds  # noqa: E402
 from tests.netns import Netns, NetnsUnavailable  # noqa: E402
 

@@ -549,7 +549,7 @@ async def _host_main(configs: list[NodeConfig], tmp: Path, ctl: _HostCtl, deadli
             up.append(node)
             ctl.started.append(time.monotonic())
         while not ctl.stop.is_set() and time.monotonic() < deadline:
-            ctl.snapshot = [(len(n.mdns.peers), len(n.links)) for n in nodes]
+            ctl.snapshot = [(len(n.network.mdns.peers), len(n.links)) for n in nodes]
             await asyncio.sleep(0.1)
     finally:
         for node in up:

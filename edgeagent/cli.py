@@ -231,7 +231,7 @@ async def _ping(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .node import control_request
+    from .control import control_request
 
     reply = asyncio.run(control_request(_state(args), "status"))
     st = reply["status"]
@@ -252,7 +252,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_peers(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .node import control_request
+    from .control import control_request
 
     reply = asyncio.run(control_request(_state(args), "peers"))
     if args.json:
@@ -266,7 +266,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
 def cmd_routes(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .node import control_request
+    from .control import control_request
 
     rt = asyncio.run(control_request(_state(args), "routes"))["routes"]
     if args.json:
@@ -299,7 +299,7 @@ def _receiver_arg(text: str) -> str:
 def cmd_send(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .node import control_request
+    from .control import control_request
 
     path = Path(args.file).resolve()
     if not path.is_file():

@@ -162,7 +162,7 @@ class Client:
         data = obj.data if isinstance(obj, Tensor) else obj if isinstance(obj, bytes | bytearray | memoryview) else None
         size = len(data) if data is not None else 0
         mode, why = choose_mode(receivers=1, size=size, blocking=True, threshold=self.stream_threshold)
-        self.node.mode_counts[mode] += 1
+        self.node.routing.mode_counts[mode] += 1
         log.debug("object %s to %s: %s (%s)", obj_id, self.target, mode, why)
         if mode == "stream" and data is not None:
             res = await self.node.send_stream(self.target, data, name=f"object-{obj_id}")

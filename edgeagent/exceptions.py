@@ -17,14 +17,29 @@
     │   └── LinkTimeout
     ├── NoRoute                     no usable route to a destination
     ├── PayloadError                a payload transfer failed
-    │   └── ChunkVerifyError        a chunk's hash did not match its manifest
-    ├── Unauthorized                the peer may not do what it asked
+    ├── Unauthorized                not allowed to do what was asked
     ├── ObjectStoreError            a worker's object store refused
     │   ├── ObjectNotFound          no object (or plan) by that id
     │   └── QuotaExceeded           the store's byte quota would be exceeded
     ├── OperationError              an allow-listed operation failed or was malformed
-    ├── RemoteError                 the peer answered a request with an Error message
-    └── RequestTimeout              no reply within the request's deadline
+    ├── RequestTimeout              no reply within the request's deadline
+    └── RemoteError                 the peer answered a request with an Error message;
+        │                           :func:`remote_error` picks the subclass by code
+        ├── RemoteBadRequest        BAD_REQUEST
+        ├── RemoteDecodeError       DECODE        (also a ProtocolError)
+        ├── RemoteUnauthorized      UNAUTHORIZED  (also an Unauthorized)
+        ├── RemoteNotFound          NOT_FOUND     (also an ObjectNotFound)
+        ├── RemoteQuotaExceeded     QUOTA         (also a QuotaExceeded)
+        ├── RemoteTimeout           TIMEOUT       (also a RequestTimeout)
+        ├── RemoteNoRoute           NO_ROUTE      (also a NoRoute)
+        ├── RemoteUnsupported       UNSUPPORTED
+        ├── RemoteInternalError     INTERNAL
+        └── RemoteBusy              BUSY
+
+A ``RemoteError`` subclass with a second base is caught both ways: ``except
+RemoteError`` sees every Error reply, ``except NoRoute`` sees a local *and* a
+remote lack of route. UNKNOWN and codes this version does not know give a plain
+``RemoteError``.
 
 Errors raised by the pure core (``wire``, ``routing``, ``relay`` bookkeeping) are
 ``ProtocolError``, ``PayloadError`` or ``NoRoute``; they never wrap I/O errors.
@@ -33,7 +48,6 @@ Errors raised by the pure core (``wire``, ``routing``, ``relay`` bookkeeping) ar
 from __future__ import annotations
 
 __all__ = [
-    "ChunkVerifyError",
     "ConfigError",
     "DecodeError",
     "EdgeAgentError",
@@ -51,11 +65,22 @@ __all__ = [
     "PayloadError",
     "ProtocolError",
     "QuotaExceeded",
+    "RemoteBadRequest",
+    "RemoteBusy",
+    "RemoteDecodeError",
     "RemoteError",
+    "RemoteInternalError",
+    "RemoteNoRoute",
+    "RemoteNotFound",
     "RemoteProtocolError",
+    "RemoteQuotaExceeded",
+    "RemoteTimeout",
+    "RemoteUnauthorized",
+    "RemoteUnsupported",
     "RequestTimeout",
     "SignatureError",
     "Unauthorized",
+    "remote_error",
 ]
 
 
@@ -122,12 +147,8 @@ class PayloadError(EdgeAgentError):
     """A payload could not be stored, verified or transferred."""
 
 
-class ChunkVerifyError(PayloadError):
-    """A chunk's bytes do not match the hash in its signed manifest."""
-
-
 class Unauthorized(EdgeAgentError):
-    """The peer is not allowed to do what it asked."""
+    """Not allowed to do what was asked: a peer refused us (:class:`RemoteUnauthorized`)."""
 
 
 class ObjectStoreError(EdgeAgentError):
@@ -146,17 +167,99 @@ class OperationError(EdgeAgentError):
     """An operation is not allow-listed, has malformed arguments, or failed."""
 
 
+class RequestTimeout(EdgeAgentError):
+    """No reply arrived before the request's deadline."""
+
+
+# The wire's ErrorCode (edgeagent.wire.messages.link), by value: the wire imports this
+# module, so this module does not import the wire. tests/test_exceptions.py pins the two.
+_CODE_NAMES: dict[int, str] = {
+    0: "UNKNOWN",
+    1: "BAD_REQUEST",
+    2: "DECODE",
+    3: "UNAUTHORIZED",
+    4: "NOT_FOUND",
+    5: "QUOTA",
+    6: "TIMEOUT",
+    7: "NO_ROUTE",
+    8: "UNSUPPORTED",
+    9: "INTERNAL",
+    10: "BUSY",
+}
+
+
 class RemoteError(EdgeAgentError):
     """The remote node answered with an Error message.
 
-    ``code`` is the wire error code, ``reason`` the peer's explanation.
+    ``code`` is the wire error code, ``reason`` the peer's explanation. Build one from
+    an Error reply with :func:`remote_error`, which picks the subclass for the code.
     """
 
     def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"remote error {code}: {reason}")
+        name = _CODE_NAMES.get(code)
+        label = f"{code} ({name})" if name else f"{code}"
+        super().__init__(f"remote error {label}: {reason}" if reason else f"remote error {label}")
         self.code = code
         self.reason = reason
 
 
-class RequestTimeout(EdgeAgentError):
-    """No reply arrived before the request's deadline."""
+class RemoteBadRequest(RemoteError):
+    """BAD_REQUEST: the peer refused the request as malformed or failed carrying it out."""
+
+
+class RemoteDecodeError(RemoteError, ProtocolError):
+    """DECODE: the peer could not decode what we sent."""
+
+
+class RemoteUnauthorized(RemoteError, Unauthorized):
+    """UNAUTHORIZED: the peer (or the domain relaying for it) does not allow us this."""
+
+
+class RemoteNotFound(RemoteError, ObjectNotFound):
+    """NOT_FOUND: the peer holds no object, plan or stream by that id."""
+
+
+class RemoteQuotaExceeded(RemoteError, QuotaExceeded):
+    """QUOTA: the peer's store would exceed its byte quota."""
+
+
+class RemoteTimeout(RemoteError, RequestTimeout):
+    """TIMEOUT: the peer gave up waiting on its side."""
+
+
+class RemoteNoRoute(RemoteError, NoRoute):
+    """NO_ROUTE: a relay on the way has no route to the destination."""
+
+
+class RemoteUnsupported(RemoteError):
+    """UNSUPPORTED: the peer does not handle this kind of request."""
+
+
+class RemoteInternalError(RemoteError):
+    """INTERNAL: the peer failed with a bug of its own."""
+
+
+class RemoteBusy(RemoteError):
+    """BUSY: the peer is overloaded; try again later."""
+
+
+_BY_CODE: dict[int, type[RemoteError]] = {
+    1: RemoteBadRequest,
+    2: RemoteDecodeError,
+    3: RemoteUnauthorized,
+    4: RemoteNotFound,
+    5: RemoteQuotaExceeded,
+    6: RemoteTimeout,
+    7: RemoteNoRoute,
+    8: RemoteUnsupported,
+    9: RemoteInternalError,
+    10: RemoteBusy,
+}
+
+
+def remote_error(code: int, reason: str) -> RemoteError:
+    """The exception for an Error reply: the :class:`RemoteError` subclass for ``code``.
+
+    UNKNOWN, and any code this version does not know, give a plain ``RemoteError``.
+    """
+    return _BY_CODE.get(code, RemoteError)(code, reason)

@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .exceptions import EdgeAgentError, NoRoute
-from .wire import Deliver, Envelope, NodeId, PubAck, PubEntry, Publish, Response, Subscribe, Unsubscribe
+from .host import Host, Inbound, Policy, Registration, Sender, Service, on
+from .wire import Deliver, NodeId, PubAck, PubEntry, Publish, Response, Subscribe, Unsubscribe
+from .wire import Message as WireMessage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
     from .links.link import Link
-    from .node import Node
 
 __all__ = ["Message", "PubSub", "Subscription"]
 
@@ -115,12 +116,14 @@ class Subscription:
         await self.pubsub._detach(self)
 
 
-class PubSub:
+class PubSub(Service):
     """Pub-sub for one Node: the home's hub (when it hosts topics) and the local publisher/subscriber side."""
+
+    name = "pubsub"
 
     def __init__(
         self,
-        node: Node,
+        host: Host,
         state_file: Path | None = None,
         *,
         queue_max: int = QUEUE_MAX,
@@ -128,7 +131,7 @@ class PubSub:
         retain_s: float = RETAIN_S,
         batch_max: int = BATCH_MAX,
     ) -> None:
-        self.node = node
+        self.host = host
         self.queue_max = queue_max
         self.retain_count = retain_count
         self.retain_s = retain_s
@@ -152,13 +155,33 @@ class PubSub:
         self.counters: dict[str, int] = {"published": 0, "delivered": 0}
         self._load()
 
+    def handlers(self) -> Mapping[type[WireMessage], Registration]:
+        peers, home = Policy(Sender.AUTHORISED), Policy(Sender.DOMAIN)  # a device's topics live at its domain
+        return {
+            Publish: on(peers, self.on_publish),
+            Subscribe: on(peers, self.on_subscribe),
+            Unsubscribe: on(peers, self.on_unsubscribe),
+            PubAck: on(home, self.on_puback),
+            Deliver: on(home, self.on_deliver),
+        }
+
+    def on_link_up(self, peer: NodeId, link: Link) -> None:
+        if peer == self.home():
+            self.on_home_link()
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"pubsub": self.status()}
+
+    async def aclose(self) -> None:
+        self.close()
+
     # -- which node hosts a topic -------------------------------------------------------------
 
     def home(self) -> NodeId:
         """The node that hosts this node's topics: its (first) domain, or itself when it is one or has none."""
-        domains = sorted(self.node.domain_ids)
-        if self.node.config.role == "domain" or not domains:
-            return self.node.identity.node_id
+        domains = sorted(self.host.peers.domain_ids)
+        if self.host.role == "domain" or not domains:
+            return self.host.node_id
         return domains[0]
 
     def _spawn(self, coro: Any) -> None:
@@ -197,10 +220,10 @@ class PubSub:
                 body = Publish(topic, batch[0][0], tuple(v for _, v, _ in batch), batch[0][2])
                 home = self.home()
                 try:
-                    if home == self.node.identity.node_id:
-                        await self._on_publish_local(self.node.identity.node_id, body)
+                    if home == self.host.node_id:
+                        await self._on_publish_local(self.host.node_id, body)
                     else:
-                        await self.node.send(home, body)
+                        await self.host.send(home, body)
                 except (EdgeAgentError, NoRoute) as exc:
                     log.debug("publish to %s failed (%s); will resend", home, exc)
                     await asyncio.sleep(0.2)
@@ -218,9 +241,8 @@ class PubSub:
                         if unacked:
                             sent_upto[topic] = self._acked.get(topic, 0)
 
-    async def on_puback(self, link: Link, env: Envelope) -> None:
-        ack = env.body
-        assert isinstance(ack, PubAck)
+    async def on_puback(self, m: Inbound[PubAck]) -> None:
+        ack = m.body
         self._ack(ack.topic, ack.seq)
 
     def _ack(self, topic: str, seq: int) -> None:
@@ -242,12 +264,8 @@ class PubSub:
 
     # -- the home's hub -----------------------------------------------------------------------------
 
-    async def on_publish(self, link: Link, env: Envelope) -> None:
-        body = env.body
-        assert isinstance(body, Publish)
-        if not self.node.authorised(env.source):
-            return
-        await self._on_publish_local(env.source, body)
+    async def on_publish(self, m: Inbound[Publish]) -> None:
+        await self._on_publish_local(m.source, m.body)
 
     async def _on_publish_local(self, publisher: NodeId, body: Publish) -> None:
         t = self.topics.setdefault(body.topic, _Topic())
@@ -265,11 +283,11 @@ class PubSub:
                 self._enqueue(sub, entry)
         t.last_seq[publisher] = last
         self._trim(t, now)
-        if publisher == self.node.identity.node_id:
+        if publisher == self.host.node_id:
             self._ack(body.topic, last)
         else:
             with contextlib.suppress(EdgeAgentError):
-                await self.node.send(publisher, PubAck(body.topic, last))
+                await self.host.send(publisher, PubAck(body.topic, last))
 
     def _trim(self, t: _Topic, now: float) -> None:
         while t.retained and (len(t.retained) > self.retain_count or now - t.retained[0][0] > self.retain_s):
@@ -282,16 +300,10 @@ class PubSub:
         sub.queue.append(entry)
         sub.wake.set()
 
-    async def on_subscribe(self, link: Link, env: Envelope) -> None:
-        req = env.body
-        assert isinstance(req, Subscribe)
-        me = self.node.identity.node_id
-        if not self.node.authorised(env.source):
-            return
-        self._host_subscribe(env.source, req)
-        if env.reply_to is None:
-            with contextlib.suppress(EdgeAgentError):
-                await link.send(env.reply(Response(None), me))
+    async def on_subscribe(self, m: Inbound[Subscribe]) -> None:
+        self._host_subscribe(m.source, m.body)
+        if m.env.reply_to is None:
+            await m.reply(Response(None))
 
     def _host_subscribe(self, who: NodeId, req: Subscribe) -> None:
         t = self.topics.setdefault(req.topic, _Topic())
@@ -318,10 +330,8 @@ class PubSub:
         if sub.task is None or sub.task.done():
             sub.task = asyncio.ensure_future(self._deliver_loop(req.topic, who, sub))
 
-    async def on_unsubscribe(self, link: Link, env: Envelope) -> None:
-        req = env.body
-        assert isinstance(req, Unsubscribe)
-        self._host_unsubscribe(env.source, req.topic)
+    async def on_unsubscribe(self, m: Inbound[Unsubscribe]) -> None:
+        self._host_unsubscribe(m.source, m.body.topic)
 
     def _host_unsubscribe(self, who: NodeId, topic: str) -> None:
         t = self.topics.get(topic)
@@ -338,7 +348,7 @@ class PubSub:
                 sub.task.cancel()
 
     async def _deliver_loop(self, topic: str, who: NodeId, sub: _SubState) -> None:
-        me = self.node.identity.node_id
+        me = self.host.node_id
         while True:
             if not sub.queue:
                 sub.wake.clear()
@@ -351,7 +361,7 @@ class PubSub:
                 await self.on_entries(topic, batch)
             else:
                 try:
-                    await self.node.send(who, Deliver(topic, tuple(batch)))
+                    await self.host.send(who, Deliver(topic, tuple(batch)))
                 except (EdgeAgentError, NoRoute):
                     await asyncio.sleep(0.5)  # not reachable now; it resumes from retention on re-subscribe
                     continue
@@ -376,29 +386,26 @@ class PubSub:
         if not subs:
             self.subs.pop(sub.topic, None)
             home = self.home()
-            if home == self.node.identity.node_id:
+            if home == self.host.node_id:
                 self._host_unsubscribe(home, sub.topic)
             else:
                 with contextlib.suppress(EdgeAgentError):
-                    await self.node.send(home, Unsubscribe(sub.topic))
+                    await self.host.send(home, Unsubscribe(sub.topic))
 
     async def _subscribe_remote(self, topic: str) -> None:
         seen = self.seen.get(topic, {})
         req = Subscribe(topic, tuple(seen), tuple(seen.values()))
         home = self.home()
-        if home == self.node.identity.node_id:
+        if home == self.host.node_id:
             self._host_subscribe(home, req)
             return
         try:
-            await self.node.request(home, req, timeout=10.0)
+            await self.host.request(home, req, timeout=10.0)
         except EdgeAgentError as exc:
             log.info("subscribing to %s at %s failed: %s (again when the link is back)", topic, home, exc)
 
-    async def on_deliver(self, link: Link, env: Envelope) -> None:
-        d = env.body
-        assert isinstance(d, Deliver)
-        if env.source != self.home() and env.source not in self.node.domain_ids:
-            return  # only the topic's home delivers
+    async def on_deliver(self, m: Inbound[Deliver]) -> None:
+        d = m.body  # only the topic's home (the domain) delivers: the policy admits no one else
         await self.on_entries(d.topic, list(d.entries))
 
     async def on_entries(self, topic: str, entries: list[PubEntry]) -> None:

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .exceptions import EdgeAgentError, LinkError, NoRoute, RemoteError
+from .exceptions import EdgeAgentError, LinkError, NoRoute, remote_error
+from .host import Host, Inbound, Policy, Registration, Sender, Service, on
+from .pacing import Pacer
 from .routing import Traits
-from .wire import Envelope, ErrorCode, NodeId, StreamAck, StreamData
+from .wire import Envelope, ErrorCode, Message, NodeId, StreamAck, StreamData
 
 if TYPE_CHECKING:
-    from .links.link import Link
-    from .node import Node
+    from collections.abc import Mapping
 
 __all__ = ["InboundStream", "StreamResult", "StreamService"]
 
@@ -230,11 +231,13 @@ class InboundStream:
         }
 
 
-class StreamService:
+class StreamService(Service):
     """Sends and receives streams for one Node (the Node routes the frames)."""
 
-    def __init__(self, node: Node, directory: Path, *, max_bytes: int = 64 << 30) -> None:
-        self.node = node
+    name = "streams"
+
+    def __init__(self, host: Host, directory: Path, *, max_bytes: int = 64 << 30) -> None:
+        self.host = host
         self.directory = directory
         self.max_bytes = max_bytes
         self._out: dict[bytes, _Outbound] = {}
@@ -242,6 +245,22 @@ class StreamService:
         self.on_complete: Callable[[InboundStream], None] | None = None
         self.completed = asyncio.Condition()
         self._tasks: set[asyncio.Future[None]] = set()
+
+    def handlers(self) -> Mapping[type[Message], Registration]:
+        # streams ride the best bulk route, relays included
+        return {
+            StreamData: on(Policy(Sender.AUTHORISED, relayable=True, bulk=True), self.on_data),
+            StreamAck: on(Policy(Sender.AUTHORISED, relayable=True), self._on_ack),
+        }
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"streams": [s.to_json() for s in self.inbound.values()]}
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def _on_ack(self, m: Inbound[StreamAck]) -> None:
+        self.on_ack(m.env)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -299,7 +318,7 @@ class StreamService:
         max_stalls: int,
         progress: Callable[[int, int], None] | None,
     ) -> StreamResult:
-        node = self.node
+        routes_view = self.host.routes
         sid = secrets.token_bytes(16)
         st = _Outbound(src.size if src.size is not None else -1)
         self._out[sid] = st
@@ -307,21 +326,19 @@ class StreamService:
         routes: list[str] = []
         route_key: Any = None
         sent = resent = high = stalls = changes = reported = 0
-        pace_t = t0
+        pacer = Pacer(rate_bps, burst_s=0.0)
         try:
             while not st.complete:
                 if st.error:
-                    raise RemoteError(ErrorCode.BAD_REQUEST, f"stream refused by {peer}: {st.error}")
+                    raise remote_error(ErrorCode.BAD_REQUEST, f"stream refused by {peer}: {st.error}")
                 src.release(st.acked)
-                now = time.monotonic()
                 remaining = (src.size if src.size is not None else src.available) - st.acked
-                choice = node.router.select(peer, Traits("stream", max(remaining, 0), deadline_s), now)
-                link, route, key, label = node._resolve_choice(peer, choice)
+                pick = routes_view.pick(peer, Traits("stream", max(remaining, 0), deadline_s))
+                link, route, key, label = pick.link, pick.route, pick.key, pick.label
                 if key != route_key:
                     if route_key is not None:
                         changes += 1
-                        log.info("stream %s to %s: route now %s (%s)", sid.hex()[:8], peer, label,
-                                 choice and choice.reason)  # fmt: skip
+                        log.info("stream %s to %s: route now %s (%s)", sid.hex()[:8], peer, label, pick.reason)
                         sent = st.acked  # go back: frames in flight on the old route may be lost
                     route_key = key
                     routes.append(label)
@@ -340,13 +357,13 @@ class StreamService:
                     end = sent + n
                     fin = final and end == src.size
                     body = StreamData(sid, sent, src.size or 0, name if sent == 0 else "", fin, src.read(sent, n))
-                    env = Envelope(body, node.identity.node_id, destination=peer, route=route)
+                    env = Envelope(body, self.host.node_id, destination=peer, route=route)
                     try:
                         async with asyncio.timeout(stall_timeout):
                             await link.send(env)
                     except (LinkError, TimeoutError) as exc:
                         log.info("stream %s: send on %s failed: %s", sid.hex()[:8], label, exc)
-                        node._route_failed(link)
+                        routes_view.failed(link)
                         failed = True
                         break
                     if fin:
@@ -358,37 +375,32 @@ class StreamService:
                         resent += n
                     sent = end
                     high = max(high, sent)
-                    if rate_bps and n:
-                        pace_t += n / rate_bps
-                        delay = pace_t - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        else:
-                            pace_t = time.monotonic()
+                    if n:
+                        await pacer.pace(n)
                 if failed:
                     sent = st.acked
                     src.fin_sent = -1
                     continue
                 if st.complete:
                     break
-                gen = node.route_generation
+                gen = routes_view.generation
                 more = src.more
                 more.clear()
                 waiting_for_data = src.size is None and sent >= src.available
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(stall_timeout):
-                        while not st.event.is_set() and node.route_generation == gen and not more.is_set():
-                            await node.wait_route_change(st.event, *((more,) if waiting_for_data else ()))
+                        while not st.event.is_set() and routes_view.generation == gen and not more.is_set():
+                            await routes_view.wait_change(st.event, *((more,) if waiting_for_data else ()))
                 if progress is not None and st.acked != reported:
                     reported = st.acked
                     progress(reported, src.size or src.available)
-                if st.acked > before or st.complete or st.gap or node.route_generation != gen or more.is_set():
+                if st.acked > before or st.complete or st.gap or routes_view.generation != gen or more.is_set():
                     stalls = 0
                     continue
                 if waiting_for_data and st.acked >= sent:
                     continue  # idle writer: nothing is outstanding
                 stalls += 1
-                node._route_failed(link)
+                routes_view.failed(link)
                 sent = st.acked
                 src.fin_sent = -1
                 if stalls >= max_stalls:
@@ -418,9 +430,8 @@ class StreamService:
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def on_data(self, link: Link, env: Envelope) -> None:
-        data = env.body
-        assert isinstance(data, StreamData)
+    async def on_data(self, m: Inbound[StreamData]) -> None:
+        data, env = m.body, m.env
         key = (env.source, data.stream_id)
         ins = self.inbound.get(key)
         if ins is None:
@@ -463,8 +474,6 @@ class StreamService:
             await self._ack(env, data.stream_id, ins.expected)
 
     def _refuse_new(self, env: Envelope, data: StreamData) -> str:
-        if not self.node.authorised(env.source):
-            return f"{env.source} is not authorised to stream here"
         if data.offset != 0:
             return "unknown stream (this node restarted?); start again"
         if sum(1 for s in self.inbound.values() if not s.complete) >= MAX_INBOUND:
@@ -512,7 +521,7 @@ class StreamService:
     ) -> None:
         ack = StreamAck(sid, offset, gap, complete, error)
         with contextlib.suppress(LinkError, NoRoute):
-            await self.node.send(env.source, ack, Traits("request"))
+            await self.host.send(env.source, ack, Traits("request"))
 
     async def _hash(self, ins: InboundStream) -> None:
         """SHA-256 of a finished stream for ``status`` (not needed for integrity: links authenticate every byte)."""

@@ -21,6 +21,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from edgeagent.wire import REGISTRY, Envelope, NodeId, ObjectRef, Tensor
+from edgeagent.wire.kinds import I64_MAX, I64_MIN
 from edgeagent.wire.messages import HASH_SIZES, IndexRange, Manifest
 from edgeagent.wire.route import Route, RouteSegment
 from edgeagent.wire.schema import (
@@ -28,8 +29,6 @@ from edgeagent.wire.schema import (
     BYTES,
     F64,
     I64,
-    I64_MAX,
-    I64_MIN,
     NODEID,
     STR,
     TENSOR,

@@ -20,10 +20,8 @@ import pytest
 from edgeagent.client import Client, DeviceClient, DomainClient, ObjectPointer
 from edgeagent.exceptions import NoRoute, ProtocolError, RemoteError, RequestTimeout
 from edgeagent.identity import Identity
-from edgeagent.links.link import Link
 from edgeagent.node import Node, NodeConfig
 from edgeagent.wire import (
-    Envelope,
     ErrorCode,
     IsNoneMessage,
     Message,
@@ -169,7 +167,7 @@ async def test_every_client_method_on_a_device_through_the_domain(net: Net) -> N
     (out2,) = await dev.run_plan("double", t([1.0]), return_ids=("mine",))
     assert out2.id == "mine" and await out2.get() == t([2.0])
 
-    assert net.domain.forwarded > 0  # every request and reply went through the domain
+    assert net.domain.routing.forwarded > 0  # every request and reply went through the domain
 
 
 async def test_domain_client(net: Net) -> None:
@@ -181,7 +179,7 @@ async def test_domain_client(net: Net) -> None:
     assert await dc.search("greeting") == [p.id]
     assert await p.get() == b"hello"
     assert await dc.is_none(p.id) is True
-    assert net.domain.forwarded == 0  # the domain answered these itself
+    assert net.domain.routing.forwarded == 0  # the domain answered these itself
 
 
 async def test_a_domain_client_needs_a_domain(tmp_path: Path) -> None:
@@ -235,7 +233,7 @@ async def test_remote_error_carries_code_and_reason(net: Net) -> None:
 
 async def test_two_device_clients_share_the_one_domain_link(net: Net) -> None:
     a, b = device(net, "a"), device(net, "b")
-    forwarded = net.domain.forwarded
+    forwarded = net.domain.routing.forwarded
 
     async def work(client: DeviceClient, value: float) -> list[Any]:
         p = await client.send(t([value]), tags=("mine",))
@@ -249,7 +247,7 @@ async def test_two_device_clients_share_the_one_domain_link(net: Net) -> None:
     assert b_id in net.b.worker.store and b_id not in net.a.worker.store
     # the scientist has exactly one link, to the domain, and both clients used it
     assert list(net.sci.links) == [net.id("domain")] and len(net.sci.links[net.id("domain")]) == 1
-    assert net.domain.forwarded - forwarded == 2 * 2 * 4  # 4 requests per client, request + reply each
+    assert net.domain.routing.forwarded - forwarded == 2 * 2 * 4  # 4 requests per client, request + reply each
     # a third client of another kind rides the same link
     dc = DomainClient(net.sci)
     many = await asyncio.gather(*(c.is_none("nothing") for c in (a, b, dc) for _ in range(5)))
@@ -258,10 +256,10 @@ async def test_two_device_clients_share_the_one_domain_link(net: Net) -> None:
 
 
 async def test_a_request_forwarded_through_the_domain_gets_its_reply(net: Net) -> None:
-    forwarded = net.domain.forwarded
+    forwarded = net.domain.routing.forwarded
     reply = await net.sci.request(net.id("b"), IsNoneMessage("x"), timeout=5.0)
     assert reply == Response(True)
-    assert net.domain.forwarded == forwarded + 2  # the request, then the reply
+    assert net.domain.routing.forwarded == forwarded + 2  # the request, then the reply
     assert not net.sci._pending
     # and the other way round: a device asking another device
     reply = await net.a.request(net.id("b"), SearchMessage(()), timeout=5.0)
@@ -276,11 +274,11 @@ async def test_a_direct_link_is_used_when_there_is_one(tmp_path: Path) -> None:
         await sci.start()
         try:
             await wait_for(lambda: net.id("a") in sci.links and bool(sci.domain_ids))
-            forwarded = net.domain.forwarded
+            forwarded = net.domain.routing.forwarded
             dev = DeviceClient(sci, net.id("a"))
             p = await dev.send(b"direct")
             assert await p.get() == b"direct"
-            assert net.domain.forwarded == forwarded
+            assert net.domain.routing.forwarded == forwarded
         finally:
             await sci.stop()
 
@@ -288,12 +286,13 @@ async def test_a_direct_link_is_used_when_there_is_one(tmp_path: Path) -> None:
 # -- timeouts and cancellation --------------------------------------------------------------------------
 
 
-async def _ignore(link: Link, env: Envelope) -> None:
-    """A handler that never answers."""
+async def _ignore(m: Any) -> bool:
+    """A spy that swallows the message: its handler never runs, so it is never answered."""
+    return False
 
 
 async def test_request_timeout(net: Net) -> None:
-    net.a.handlers[IsNoneMessage] = _ignore
+    net.a.intercept(IsNoneMessage, _ignore)
     start = time.monotonic()
     with pytest.raises(RequestTimeout, match="IsNoneMessage"):
         await net.sci.request(net.id("a"), IsNoneMessage("x"), timeout=0.3)
@@ -306,7 +305,7 @@ async def test_request_timeout(net: Net) -> None:
 
 
 async def test_cancelling_a_request_forgets_it(net: Net) -> None:
-    net.a.handlers[IsNoneMessage] = _ignore
+    net.a.intercept(IsNoneMessage, _ignore)
     task = asyncio.create_task(net.sci.request(net.id("a"), IsNoneMessage("x"), timeout=30.0))
     await wait_for(lambda: bool(net.sci._pending))
     task.cancel()
@@ -320,15 +319,16 @@ async def test_a_late_reply_is_dropped(net: Net) -> None:
     replied = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def slow(link: Link, env: Envelope) -> None:
+    async def slow(m: Any) -> bool:
         async def later() -> None:
             await asyncio.sleep(0.3)
-            await link.send(env.reply(Response("late"), net.a.identity.node_id))
+            await m.link.send(m.env.reply(Response("late"), net.a.identity.node_id))
             replied.set()
 
         tasks.add(asyncio.create_task(later()))
+        return False
 
-    net.a.handlers[IsNoneMessage] = slow
+    net.a.intercept(IsNoneMessage, slow)
     with pytest.raises(RequestTimeout):
         await net.sci.request(net.id("a"), IsNoneMessage("x"), timeout=0.1)
     await asyncio.wait_for(replied.wait(), 2.0)
@@ -381,7 +381,7 @@ async def test_unauthorised_peers_are_refused_by_a_closed_domain(tmp_path: Path)
             await DeviceClient(net.a, net.id("b")).is_none("x")  # a device is refused as well
         assert err.value.code == ErrorCode.UNAUTHORIZED
         assert len(net.a.worker.store) == len(net.b.worker.store) == len(net.domain.worker.store) == 0
-        assert net.domain.forwarded == 0 and not net.sci._pending
+        assert net.domain.routing.forwarded == 0 and not net.sci._pending
 
 
 async def test_a_closed_domain_serves_and_forwards_for_the_peers_it_allows(tmp_path: Path) -> None:

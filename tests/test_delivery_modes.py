@@ -79,13 +79,13 @@ async def test_large_object_goes_as_a_stream(pair: tuple[Node, Node]) -> None:
     client = Client(a, c.identity.node_id, timeout=30)
     n = (STREAM_THRESHOLD // 4) + 1000
     t = Tensor("float32", (n,), struct.pack(f"<{n}f", *range(n)))
-    before = a.mode_counts["stream"]
+    before = a.routing.mode_counts["stream"]
     ptr = await client.send(t, obj_id="big")
-    assert a.mode_counts["stream"] == before + 1
+    assert a.routing.mode_counts["stream"] == before + 1
     got = await ptr.get(keep=True)
     assert isinstance(got, Tensor) and got.shape == (n,) and got.data == t.data
     small = await client.send(b"tiny", obj_id="small")
-    assert await small.get() == b"tiny" and a.mode_counts["request"] >= 1
+    assert await small.get() == b"tiny" and a.routing.mode_counts["request"] >= 1
     # raw bytes above the threshold too; the stream's file is gone once stored
     blob = os.urandom(STREAM_THRESHOLD + 1)
     ptr2 = await client.send(blob, obj_id="blob")

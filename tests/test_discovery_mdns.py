@@ -121,8 +121,8 @@ async def test_nodes_discover_each_other_and_link_up(inside: Netns, tmp_path: Pa
         link = a.links[b.identity.node_id][0]
         assert await link.ping() > 0
         # the forged record was seen and ignored: nobody linked to "victim"
-        await _wait(lambda: a.mdns.ignored >= 1 and b.mdns.ignored >= 1, 10)
-        assert victim.node_id not in a.links and victim.node_id not in a.mdns.peers
+        await _wait(lambda: a.network.mdns.ignored >= 1 and b.network.mdns.ignored >= 1, 10)
+        assert victim.node_id not in a.links and victim.node_id not in a.network.mdns.peers
         assert a.status()["mdns"]["peers"] == 1
     finally:
         for node in nodes:
@@ -136,9 +136,9 @@ async def test_goodbye_removes_a_stopped_node(inside: Netns, tmp_path: Path) -> 
     await a.start()
     await b.start()
     try:
-        await _wait(lambda: b.identity.node_id in a.mdns.peers, 15)
+        await _wait(lambda: b.identity.node_id in a.network.mdns.peers, 15)
         await b.stop()
-        await _wait(lambda: b.identity.node_id not in a.mdns.peers, 10)  # goodbye, not a TTL expiry
+        await _wait(lambda: b.identity.node_id not in a.network.mdns.peers, 10)  # goodbye, not a TTL expiry
     finally:
         await a.stop()
         await b.stop()
@@ -183,18 +183,17 @@ async def test_switch_to_cellular_is_readvertised_within_5s_and_stops_relaying(i
         await phone.start()
         await watcher.start()
         pid = phone.identity.node_id
-        await _wait(lambda: pid in watcher.mdns.peers and pid in domain.peer_records, 15)
-        assert watcher.mdns.peers[pid].record.network_kind == "wifi" and phone.may_relay[0]
+        await _wait(lambda: pid in watcher.network.mdns.peers and pid in domain.peer_records, 15)
+        assert watcher.network.mdns.peers[pid].record.network_kind == "wifi" and phone.network.may_relay[0]
         assert not domain.peer_records[pid].metered
         current[0] = info("cellular", True)  # the switch
         t0 = time.monotonic()
-        await _wait(
-            lambda: watcher.mdns.peers[pid].record.network_kind == "cellular" and domain.peer_records[pid].metered, 5
-        )
+        seen = watcher.network.mdns.peers
+        await _wait(lambda: seen[pid].record.network_kind == "cellular" and domain.peer_records[pid].metered, 5)
         elapsed = time.monotonic() - t0
         assert elapsed < 5
-        assert watcher.mdns.peers[pid].record.metered
-        assert phone.may_relay == (False, "metered cellular network (relay_only_unmetered)")
+        assert watcher.network.mdns.peers[pid].record.metered
+        assert phone.network.may_relay == (False, "metered cellular network (relay_only_unmetered)")
         assert phone.status()["network"]["kind"] == "cellular"
     finally:
         for node in (watcher, phone, domain):

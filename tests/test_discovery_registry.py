@@ -34,7 +34,7 @@ async def test_devices_register_and_learn_each_other_without_mdns(tmp_path: Path
         verify_struct(rec, rec.node_id)  # still verifies: lan_group is outside the signature
         # re-registering gives the full list to everyone
         for node in devices:
-            peers = await node.register(domain.identity.node_id)
+            peers = await node.registry.register(domain.identity.node_id)
             assert {p.node_id for p in peers} == {n.identity.node_id for n in devices} - {node.identity.node_id}
             assert all(p.lan_group == "127.0.0.0/24" for p in peers)
     finally:
@@ -56,7 +56,7 @@ async def test_registry_refuses_a_record_for_another_node(tmp_path: Path) -> Non
             await device.request(domain.identity.node_id, stolen)
         assert other.node_id not in domain.peer_records
         seq = domain.peer_records[device.identity.node_id].seq
-        assert device.own_record().seq > seq  # sequence numbers only grow
+        assert device.registry.own_record().seq > seq  # sequence numbers only grow
     finally:
         await device.stop()
         await domain.stop()

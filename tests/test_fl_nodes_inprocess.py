@@ -33,7 +33,7 @@ from edgeagent.identity import Identity
 from edgeagent.netcost.battery import BatteryState
 from edgeagent.netcost.detect import NetInfo
 from edgeagent.node import Node, NodeConfig
-from edgeagent.wire import NodeId
+from edgeagent.wire import NodeId, RoundStart, Update
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,20 +294,20 @@ class DomainLog:
 
     def install(self, node: Node) -> None:
         fl = node.fl_domain
-        orig_round, orig_update = fl._round, fl.on_update
+        orig_round = fl._round
 
         async def _round(r: int, participants: list[NodeId]) -> None:
             self.attempts.append((r, list(participants)))
             await orig_round(r, participants)
 
-        async def on_update(link: Any, env: Any) -> None:
+        async def on_update(m: Any) -> None:  # seen before the handler runs
             rs = fl.round
             if rs is not None and all(x is not rs for x in self.sums):
                 self.sums.append(rs)
-            self.updates.append((env.body.round, env.source, frozenset(env.body.contributors)))
-            await orig_update(link, env)
+            self.updates.append((m.body.round, m.source, frozenset(m.body.contributors)))
 
-        fl._round, fl.on_update = _round, on_update
+        fl._round = _round
+        node.intercept(Update, on_update)
         if self.first_round is not None:
             orig_gather, job_min = fl._gather, fl.spec.min_participants
             fl.spec = dataclasses.replace(fl.spec, min_participants=self.first_round)
@@ -342,9 +342,9 @@ async def _run_leaving(tmp: Path, cause: str, who: str) -> dict[str, Any]:
             nid = d.identity.node_id
             power[nid] = BatteryState(80.0, True, "test")
             d.fl_device.battery = lambda nid=nid: power[nid]
-            orig_start = d.fl_device.on_round_start
 
-            async def on_round_start(link: Any, env: Any, d: Node = d, orig: Any = orig_start) -> None:
+            async def on_round_start(m: Any, d: Node = d) -> None:  # before the handler runs
+                env = m.env
                 if env.body.round == switch_round and not victim:
                     tree = _current_tree0(dom)
                     (top,) = tree.children[me]  # the domain's one child in tree 0: a relay
@@ -352,13 +352,12 @@ async def _run_leaving(tmp: Path, cause: str, who: str) -> dict[str, Any]:
                     victim.append(top if who == "relay" else leaves[0])
                 if env.body.round == switch_round and victim[0] == d.identity.node_id:
                     if cause == "metered":
-                        assert d._apply_network(_wifi(metered=True))
-                        d._spawn(d._readvertise())  # what Node._watch_network does on a change
+                        assert d.network.apply(_wifi(metered=True))
+                        d.spawn(d.network.readvertise())  # what the network watch does on a change
                     else:
                         power[d.identity.node_id] = BatteryState(80.0, False, "test")
-                await orig(link, env)
 
-            d.fl_device.on_round_start = on_round_start
+            d.intercept(RoundStart, on_round_start)
 
         hist = await _rounds_done(dom, 3, 25)
         v = by_id[victim[0]]

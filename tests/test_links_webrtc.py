@@ -525,15 +525,15 @@ async def test_nodes_open_webrtc_through_their_domain(inside: Netns, tmp_path: P
         await _wait_for(lambda: len(domain.links) == 2)
         # the devices are not authorised at the domain yet: it refuses to relay for them
         with pytest.raises(EdgeAgentError):
-            await a.connect_rtc(b.identity.node_id, timeout=3)
+            await a.rtc.connect(b.identity.node_id, timeout=3)
         for links in domain.links.values():  # now the domain authorises them
             for link in links:
                 link.authorised = True
-        link = await a.connect_rtc(b.identity.node_id, timeout=20)
+        link = await a.rtc.connect(b.identity.node_id, timeout=20)
         assert link.transport_kind == "webrtc" and link.peer == b.identity.node_id
         assert await link.ping() > 0
         await _wait_for(lambda: any(lk.transport_kind == "webrtc" for lk in b.links.get(a.identity.node_id, [])))
-        assert domain.forwarded >= 2  # at least the Offer and the Answer went through the domain
+        assert domain.routing.forwarded >= 2  # at least the Offer and the Answer went through the domain
         kinds = {ln["transport"] for ln in a.status()["links"]}
         assert kinds == {"websocket", "webrtc"}
     finally:

@@ -59,7 +59,7 @@ async def test_a_device_does_not_forward(tmp_path: Path) -> None:
         lb = await _attach(node, bob)
         reply = await _reply(la, Envelope(ObjectMessage("a", b"x"), alice.node_id, destination=bob.node_id))
         assert isinstance(reply.body, Error) and reply.body.code == ErrorCode.UNAUTHORIZED
-        assert node.forwarded == 0
+        assert node.routing.forwarded == 0
         await la.close()
         await lb.close()
     finally:
@@ -79,7 +79,7 @@ async def test_a_domain_forwards_only_between_authorised_devices(tmp_path: Path)
         await la.send(env)
         got = await asyncio.wait_for(lb.recv(), 5)
         assert got.source == alice.node_id and got.msg_id == env.msg_id and got.ttl == env.ttl - 1
-        assert domain.forwarded == 1
+        assert domain.routing.forwarded == 1
         for link in (la, lb, le):
             await link.close()
     finally:

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeagent.payload.planner import Forest, Member, Standing, Tree, assists, plan_forest, stripe_sizes, tree_assigns
+from edgeagent.payload.assist import Standing, assists, stripe_sizes
+from edgeagent.payload.planner import Forest, Member, Tree, plan_forest, tree_assigns
 from edgeagent.wire import NodeId
 
 SRC = NodeId.from_public_key(b"\xff" * 32)

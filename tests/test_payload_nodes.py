@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from edgeagent.node import control_request
+from edgeagent.control import control_request
 from edgeagent.payload.service import FAULT_FLIP_ENV
 from tests.procs import Proc, ProcGroup, cli, free_port, wait_for
 

@@ -34,13 +34,11 @@ from edgeagent.payload.planner import (
     check_forest,
     depth_bound,
     lan_crossings,
-    move,
     plan_forest,
-    reassign_metered,
-    repair,
     stripe_candidates,
     tree_assigns,
 )
+from edgeagent.payload.repair import move, reassign_metered, repair
 from edgeagent.wire import NodeId
 
 SRC = NodeId.from_public_key(b"\xff" * 32)
@@ -349,7 +347,8 @@ def test_tree_assigns_describe_each_members_place() -> None:
 def test_deterministic_across_processes() -> None:
     script = (
         "import hashlib\n"
-        "from edgeagent.payload.planner import Member, plan_forest, repair\n"
+        "from edgeagent.payload.planner import Member, plan_forest\n"
+        "from edgeagent.payload.repair import repair\n"
         "from edgeagent.wire import NodeId\n"
         "ids = [NodeId.from_public_key(hashlib.sha256(str(i).encode()).digest()) for i in range(60)]\n"
         "ms = [Member(n, (i * 7919) % 97 * 1e5, i % 4 != 0, 'ab'[i % 2] if i % 3 else '') for i, n in enumerate(ids)]\n"

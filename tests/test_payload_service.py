@@ -19,6 +19,7 @@ from edgeagent.links.base import LinkOptions
 from edgeagent.node import Node, NodeConfig
 from edgeagent.payload import make_manifest, payload_id
 from edgeagent.wire import Assist, Chunk, Envelope, Error, Have, Progress, TreeAssign
+from tests.conftest import FakeHost, FakeLink
 from tests.procs import cli
 
 COMMON: dict[str, Any] = {"allow": None, "link_probe_interval": 0, "route_tick": 0.2}
@@ -118,14 +119,12 @@ async def test_corrupt_chunk_is_caught_and_reported(fleet: tuple[Node, list[Node
     await domain.send(a.identity.node_id, TreeAssign(pid, 0, 1, b.identity.node_id, (), None, m, tuple(b.listen_urls)))
     await asyncio.sleep(0.3)
     reports: list[Progress] = []
-    original = domain.payloads.on_progress
 
-    async def spy(link: Any, env: Envelope) -> None:
-        if isinstance(env.body, Progress) and env.body.payload_id == pid:
-            reports.append(env.body)
-        await original(link, env)
+    async def spy(m: Any) -> None:
+        if isinstance(m.body, Progress) and m.body.payload_id == pid:
+            reports.append(m.body)
 
-    domain.handlers[Progress] = spy
+    domain.intercept(Progress, spy)
     link_ba = await b.ensure_link(a.identity.node_id, tuple(a.listen_urls))
     bad = bytes([data[0] ^ 1]) + data[1 : 256 * 1024]
     await link_ba.send(Envelope(Chunk(pid, 0, bad), b.identity.node_id, destination=a.identity.node_id))
@@ -177,8 +176,8 @@ async def test_configured_upload_is_advertised_and_planned_with(tmp_path: Path) 
             for a in agents:
                 await a.registered.wait()
         slow, other = agents[0].identity.node_id, agents[1].identity.node_id
-        assert agents[0].own_record().upload_bps == 2.5e6
-        assert agents[1].own_record().upload_bps == 0.0  # unknown
+        assert agents[0].registry.own_record().upload_bps == 2.5e6
+        assert agents[1].registry.own_record().upload_bps == 0.0  # unknown
         assert domain.peer_records[slow].upload_bps == 2.5e6
         assert domain.payloads._member(slow).upload_bps == 2.5e6
         assert domain.payloads._member(other).upload_bps == 0.0
@@ -192,11 +191,11 @@ async def test_silent_members_are_pinged_and_only_the_dead_removed(
     fleet: tuple[Node, list[Node]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A receiver that stops reporting is pinged by the source: alive -> kept; no Pong -> repaired away."""
-    from edgeagent.payload import service
+    from edgeagent.payload import source
 
-    monkeypatch.setattr(service, "SILENT_AFTER", 1.0)
-    monkeypatch.setattr(service, "LIVE_WINDOW", 2.0)
-    monkeypatch.setattr(service, "LINK_WAIT", 1.0)  # the silent two never report being linked
+    monkeypatch.setattr(source, "SILENT_AFTER", 1.0)
+    monkeypatch.setattr(source, "LIVE_WINDOW", 2.0)
+    monkeypatch.setattr(source, "LINK_WAIT", 1.0)  # the silent two never report being linked
     domain, agents = fleet
     me = domain.identity.node_id
     quiet, hung = agents[0], agents[1]
@@ -242,7 +241,7 @@ async def test_source_waits_until_its_children_are_linked(
 ) -> None:
     """No chunk leaves the source before its own children are linked to their parents (LINK_WAIT caps it);
     receivers further down link while the first chunks travel."""
-    from edgeagent.payload import service
+    from edgeagent.payload import source
 
     domain, agents = fleet
     me = domain.identity.node_id
@@ -268,7 +267,7 @@ async def test_source_waits_until_its_children_are_linked(
     res = await asyncio.wait_for(domain.payloads.wait(pid), 30)
     assert res.completed == 5 and res.source_bytes_sent == len(data)
     # receivers below the first level (not the source's children) that are slow to link do not hold it back
-    monkeypatch.setattr(service, "LINK_WAIT", 10.0)
+    monkeypatch.setattr(source, "LINK_WAIT", 10.0)
     delay.update(to_source=0.0, other=30.0)
     path2 = tmp_path / "h.bin"
     path2.write_bytes(os.urandom(8 * 256 * 1024))
@@ -280,7 +279,7 @@ async def test_source_waits_until_its_children_are_linked(
         await plan2.session.go.wait()
     assert time.monotonic() - t0 < 5
     # a source child that never gets linked holds the source back for LINK_WAIT only
-    monkeypatch.setattr(service, "LINK_WAIT", 0.5)
+    monkeypatch.setattr(source, "LINK_WAIT", 0.5)
     delay.update(to_source=30.0, other=0.0)
     only.add(plan2.forest.trees[0].children[me][0])  # the plan depends on the members only: same children
     path3 = tmp_path / "i.bin"
@@ -298,10 +297,12 @@ async def test_an_idle_relay_assists_a_receiver_its_parent_does_not_serve(
 ) -> None:
     """A receiver that never links to its parent still completes: the source pairs it with idle relays that
     hold everything (Assist), and it pulls the end of its stripes from them, a bit more each time."""
-    from edgeagent.payload import service
+    from edgeagent.payload import receiver, service, source
 
+    monkeypatch.setattr(source, "ASSIST_FOR", 1.0)
+    monkeypatch.setattr(receiver, "ASSIST_FOR", 1.0)
     monkeypatch.setattr(service, "ASSIST_FOR", 1.0)
-    monkeypatch.setattr(service, "LINK_WAIT", 0.5)
+    monkeypatch.setattr(source, "LINK_WAIT", 0.5)
     domain, agents = fleet
     stuck = agents[4]  # on cellular: a leaf in every tree (a stuck relay would hold back its children too)
 
@@ -310,13 +311,11 @@ async def test_an_idle_relay_assists_a_receiver_its_parent_does_not_serve(
 
     stuck.payloads._attach_one = never  # type: ignore[method-assign]
     assists: list[Any] = []
-    original = stuck.payloads.on_assist
 
-    async def spy(link: Any, env: Envelope) -> None:
-        assists.append(env.body)
-        await original(link, env)
+    async def spy(m: Any) -> None:
+        assists.append(m.body)
 
-    stuck.handlers[Assist] = spy
+    stuck.intercept(Assist, spy)
     data = os.urandom(24 * 256 * 1024)
     path = tmp_path / "assist.bin"
     path.write_bytes(data)
@@ -365,7 +364,7 @@ async def test_blake3_only_when_every_receiver_advertises_it(fleet: tuple[Node, 
 async def test_idle_once_the_stripes_it_forwards_are_held_and_sent(tmp_path: Path) -> None:
     """``Progress.idle``: a relay counts as idle (a helper for what it holds) as soon as it holds every
     chunk of the stripes it forwards and its pushers are done, while it still receives other stripes."""
-    from edgeagent.payload import service
+    from edgeagent.payload import session
     from edgeagent.payload.store import ChunkStore
 
     ident = Identity.generate()
@@ -373,23 +372,23 @@ async def test_idle_once_the_stripes_it_forwards_are_held_and_sent(tmp_path: Pat
     data = os.urandom(6 * chunk)  # chunks 0..5; with 2 stripes, stripe 0 = 0, 2, 4 and stripe 1 = 1, 3, 5
     man = make_manifest(data, ident, chunk_size=chunk, created_ms=1)
     state = ChunkStore(tmp_path / "store", fsync=False).open(man)
-    s = service._Session(payload_id(man), man, ident.node_id, state, stripes=2, stripe_have=[0, 0])
+    s = session._Session(payload_id(man), man, ident.node_id, state, stripes=2, stripe_have=[0, 0])
     kid = Identity.generate().node_id
     s.children = {0: (kid,), 1: ()}  # forwards stripe 0 only
-    assert not service._idle(s) and not service._holds_stripes(s, [0])
+    assert not session._idle(s) and not session._holds_stripes(s, [0])
     for i in (0, 2, 4):
         assert state.put(i, data[i * chunk : (i + 1) * chunk])
         s.stripe_have[i % 2] += 1
-    assert service._holds_stripes(s, [0]) and not service._holds_stripes(s, [0, 1])
-    assert service._idle(s) and not s.complete  # stripe 0 held; stripe 1 still coming
+    assert session._holds_stripes(s, [0]) and not session._holds_stripes(s, [0, 1])
+    assert session._idle(s) and not s.complete  # stripe 0 held; stripe 1 still coming
     s.pushers[kid] = asyncio.ensure_future(asyncio.sleep(0))  # still sending to its child: busy
-    assert not service._idle(s)
+    assert not session._idle(s)
     s.sent_all.add(kid)  # its pusher has passed every chunk of stripe 0 (it stays, for late Haves)
-    assert service._idle(s)
+    assert session._idle(s)
     await s.pushers.pop(kid)
-    assert service._idle(s)
+    assert session._idle(s)
     s.children = {0: (kid,), 1: (kid,)}  # re-planned: now it forwards stripe 1 too, which it lacks
-    assert not service._idle(s)
+    assert not session._idle(s)
     state.close()
 
 
@@ -397,11 +396,11 @@ async def test_children_stay_within_their_lead_of_the_slowest_relaying_sibling(t
     """A parent serves the children that relay first: a leaf child's pusher waits while it is more than
     ``LEAF_LEAD`` chunks ahead of the slowest relaying sibling, a relaying child's while more than
     ``RELAY_LEAD``; a sibling that has caught up or is stuck holds no one back."""
-    from edgeagent.payload import service
+    from edgeagent.payload import service, session
 
     ident = Identity.generate()
     man = make_manifest(os.urandom(64 * 1024), ident, chunk_size=1024, created_ms=1)
-    s = service._Session(payload_id(man), man, ident.node_id, None, stripes=1)
+    s = session._Session(payload_id(man), man, ident.node_id, None, stripes=1)
     relay_a, relay_b, leaf = (Identity.generate().node_id for _ in range(3))
     s.order = list(range(64))
     s.relaying = {0: frozenset({relay_a, relay_b})}
@@ -409,7 +408,7 @@ async def test_children_stay_within_their_lead_of_the_slowest_relaying_sibling(t
     parked = asyncio.Event()
     for c in (relay_a, relay_b, leaf):
         s.pushers[c] = asyncio.ensure_future(parked.wait())
-    svc = service.PayloadService.__new__(service.PayloadService)
+    svc = service.PayloadService(FakeHost(tmp_path / "host"), tmp_path / "payloads")
     now = time.monotonic()
     s.cursors = {relay_a: (20, now), relay_b: (10, now)}
     mine = frozenset({0})
@@ -420,18 +419,18 @@ async def test_children_stay_within_their_lead_of_the_slowest_relaying_sibling(t
         assert time.monotonic() - t < 1.5  # a hold is a short wait, then the pusher looks again
         return bool(out)
 
-    lead = service.RELAY_LEAD
-    assert not await held(leaf, 10 + service.LEAF_LEAD, service.LEAF_LEAD)
-    assert await held(leaf, 11 + service.LEAF_LEAD, service.LEAF_LEAD)
+    lead = session.RELAY_LEAD
+    assert not await held(leaf, 10 + session.LEAF_LEAD, session.LEAF_LEAD)
+    assert await held(leaf, 11 + session.LEAF_LEAD, session.LEAF_LEAD)
     assert not await held(relay_a, 10 + lead, lead)  # relay_b is the slowest other relay
     assert await held(relay_a, 11 + lead, lead)
     assert not await held(relay_b, 10, lead)  # the slowest is never held back by the faster one
-    s.cursors[relay_b] = (10, now - service.LEAD_HOLD_MAX - 1)  # stuck: ignored
+    s.cursors[relay_b] = (10, now - session.LEAD_HOLD_MAX - 1)  # stuck: ignored
     assert not await held(relay_a, 40, lead)
     s.cursors[relay_b] = (64, time.monotonic())  # caught up with all this node holds: ignored
     s.cursors[relay_a] = (30, time.monotonic())
-    assert not await held(leaf, 30 + service.LEAF_LEAD, service.LEAF_LEAD)  # relay_a is the one to follow now
-    assert await held(leaf, 31 + service.LEAF_LEAD, service.LEAF_LEAD)
+    assert not await held(leaf, 30 + session.LEAF_LEAD, session.LEAF_LEAD)  # relay_a is the one to follow now
+    assert await held(leaf, 31 + session.LEAF_LEAD, session.LEAF_LEAD)
     parked.set()
     await asyncio.gather(*s.pushers.values())
 
@@ -440,22 +439,22 @@ async def test_chunks_asked_of_a_helper_whose_link_drops_are_due_from_the_parent
     """A receiver asked a helper for chunks (an Assist); when its last link to that helper goes down it does
     not wait out ``ASSIST_FOR``: those chunks (and only those) are due to be asked of the parent at the next
     report tick."""
-    from edgeagent.payload import service
+    from edgeagent.payload import service, session
     from edgeagent.payload.store import ChunkStore
 
     ident = Identity.generate()
     man = make_manifest(os.urandom(8 * 1024), ident, chunk_size=1024, created_ms=1)
     state = ChunkStore(tmp_path / "store", fsync=False).open(man)
-    s = service._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0])
+    s = session._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0])
     helper, other = Identity.generate().node_id, Identity.generate().node_id
     now = time.monotonic()
     s.requested = {3: (now, helper), 5: (now, other), 6: (now, helper)}
-    svc = service.PayloadService.__new__(service.PayloadService)
-    svc.plans, svc.sessions = {}, {s.pid: s}
+    svc = service.PayloadService(FakeHost(tmp_path / "host"), tmp_path / "payloads")
+    svc.sessions[s.pid] = s
     svc.on_link_down(helper)
     later = time.monotonic()
-    assert all(later - s.requested[i][0] >= service.ASSIST_FOR for i in (3, 6))  # due now
-    assert later - s.requested[5][0] < service.ASSIST_FOR  # the other helper's are still its own
+    assert all(later - s.requested[i][0] >= session.ASSIST_FOR for i in (3, 6))  # due now
+    assert later - s.requested[5][0] < session.ASSIST_FOR  # the other helper's are still its own
     svc.on_link_down(Identity.generate().node_id)  # a stranger's link: nothing changes
     assert s.requested[5] == (now, other)
     state.close()
@@ -467,37 +466,21 @@ async def test_a_receiver_asks_a_helper_only_beyond_what_its_parent_is_sending(t
     promises the parent (a Have) exactly the chunks asked of the helper."""
     from collections import deque
 
-    from edgeagent.payload import service
+    from edgeagent.payload import service, session
     from edgeagent.payload.store import ChunkStore
     from edgeagent.wire import ChunkRequest
 
-    class FakeLink:
-        closed = False
 
-        def __init__(self) -> None:
-            self.sent: list[Envelope] = []
-
-        async def send(self, env: Envelope) -> None:
-            self.sent.append(env)
-
-    ident = Identity.generate()
+    host = FakeHost(tmp_path / "host")
+    ident = host.identity
     parent, helper = Identity.generate().node_id, Identity.generate().node_id
-    to_parent, to_helper = FakeLink(), FakeLink()
-
-    class FakeNode:
-        def __init__(self) -> None:
-            self.identity = ident
-            self.links = {parent: [to_parent]}
-
-        async def ensure_link(self, peer: Any, addresses: Any) -> FakeLink:
-            assert peer == helper
-            return to_helper
-
+    to_parent, to_helper = FakeLink(parent), FakeLink(helper)
+    host.peers.links_by_id[parent] = [to_parent]
+    host.dialable[helper] = to_helper
     man = make_manifest(os.urandom(10 * 1024), ident, chunk_size=1024, created_ms=1)
     state = ChunkStore(tmp_path / "store", fsync=False).open(man)
-    s = service._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0], parents={0: parent})
-    svc = service.PayloadService.__new__(service.PayloadService)
-    svc.node = FakeNode()  # type: ignore[assignment]
+    s = session._Session(payload_id(man), man, ident.node_id, state, stripes=1, stripe_have=[0], parents={0: parent})
+    svc = service.PayloadService(host, tmp_path / "payloads")
 
     def asked() -> list[int]:
         body = to_helper.sent[-1].body
@@ -513,7 +496,7 @@ async def test_a_receiver_asks_a_helper_only_beyond_what_its_parent_is_sending(t
     await svc._pull(s, Assist(s.pid, ident.node_id, helper, (), 0, 4))
     assert asked() == [8, 9]  # leaves it the 8 it is likely sending already
     s.requested.clear()
-    s.parent_arrivals[0] = deque([time.monotonic() - 2 * service.IN_FLIGHT_WINDOW] * 8)  # long ago: ignored
+    s.parent_arrivals[0] = deque([time.monotonic() - 2 * session.IN_FLIGHT_WINDOW] * 8)  # long ago: ignored
     await svc._pull(s, Assist(s.pid, ident.node_id, helper, (), 0, 4))
     assert asked() == [6, 7, 8, 9]
     state.close()

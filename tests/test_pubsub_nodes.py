@@ -51,7 +51,7 @@ from typing import Any
 
 import pytest
 
-from edgeagent.node import control_request
+from edgeagent.control import control_request
 from edgeagent.pubsub import QUEUE_MAX
 from tests.procs import Proc, ProcGroup, free_port
 

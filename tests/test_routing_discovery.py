@@ -106,17 +106,17 @@ async def test_domain_answers_route_request_from_its_global_view(mesh: dict[str,
     if [ids["C"]] in paths:
         assert paths.index([ids["C"]]) == len(paths) - 1
     # A takes the suggestions into its table
-    taken = await a.discover_routes(ids["C"], purpose="bulk", size=32 << 20)
+    taken = await a.routing.discover(ids["C"], purpose="bulk", size=32 << 20)
     assert taken >= 1
     assert any(len(x.path) == 2 for x in a.router.table.candidates(ids["C"], time.monotonic()))
     # asking again at once is rate-limited
-    assert await a.discover_routes(ids["C"]) == 0
+    assert await a.routing.discover(ids["C"]) == 0
     # too many destinations: a clear error, and the domain keeps serving
     with pytest.raises(Exception, match="at most 16"):
         await a.request(ids["D"], RouteRequest(tuple([ids["C"]] * 17)), timeout=5)
     again = await a.request(ids["D"], RouteRequest((ids["B"],)), timeout=5)
     assert isinstance(again, RouteReply)
-    assert b.forwarded >= 0 and c is not None
+    assert b.routing.forwarded >= 0 and c is not None
 
 
 async def test_relay_reroutes_when_the_attached_hop_is_gone(mesh: dict[str, Node]) -> None:
@@ -131,12 +131,12 @@ async def test_relay_reroutes_when_the_attached_hop_is_gone(mesh: dict[str, Node
     env = Envelope(RouteRequest((ids["B"],)), ids["A"], destination=ids["C"], route=route)
     fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
     a._pending[env.msg_id] = fut
-    before = b.rerouted
+    before = b.routing.rerouted
     await a.links[ids["B"]][0].send(env)
     reply = await asyncio.wait_for(fut, 5)
     assert isinstance(reply.body, RouteReply), reply.body
     assert reply.source == ids["C"]
-    assert b.rerouted == before + 1
+    assert b.routing.rerouted == before + 1
 
 
 async def test_duplicates_loops_and_ttl_are_dropped(mesh: dict[str, Node]) -> None:
@@ -147,12 +147,12 @@ async def test_duplicates_loops_and_ttl_are_dropped(mesh: dict[str, Node]) -> No
     env = Envelope(RouteRequest((ids["B"],)), ids["A"], destination=ids["C"])
     fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
     a._pending[env.msg_id] = fut
-    fwd, dups = b.forwarded, b.duplicates
+    fwd, dups = b.routing.forwarded, b.routing.duplicates
     await link_ab.send(env)
     await link_ab.send(env)
     await asyncio.wait_for(fut, 5)
-    await _until(lambda: b.duplicates == dups + 1, 5, "the duplicate to be dropped")
-    assert b.forwarded == fwd + 2  # the request once, and C's reply on its way back
+    await _until(lambda: b.routing.duplicates == dups + 1, 5, "the duplicate to be dropped")
+    assert b.routing.forwarded == fwd + 2  # the request once, and C's reply on its way back
     # a route that leaves B twice loops: refused with NO_ROUTE
     loop = RouteSegment(
         (Hop(ids["A"], ids["B"]), Hop(ids["B"], ids["A"]), Hop(ids["A"], ids["B"]), Hop(ids["B"], ids["C"])), ()
@@ -200,8 +200,8 @@ async def test_metered_relay_stops_relaying_and_is_routed_around(mesh: dict[str,
         10,
         "A to know the route via B",
     )
-    b.may_relay = (False, "metered network")  # what a switch to mobile data does (netcost run conditions)
-    b._hop_report_due = True
+    b.network.may_relay = (False, "metered network")  # what a switch to mobile data does (netcost run conditions)
+    b.routing.report_due = True
     await _until(lambda: ids["B"] not in a.router.table.relays, 10, "A to learn that B stopped relaying")
     choice = a.router.select(ids["C"], Traits("stream", 1 << 20), time.monotonic())
     assert choice is not None and [h.dst for h in choice.candidate.path] != [ids["B"], ids["C"]]

@@ -81,10 +81,10 @@ async def test_request_direct_bulk_via_relay_then_failover(tmp_path: Path) -> No
             choice = a.router.select(c_id, Traits("request"), time.monotonic())
             assert choice is not None and len(choice.candidate.path) == 1, choice
             assert "latency" in choice.reason
-            before = dict(a.route_counts)
+            before = dict(a.routing.route_counts)
             reply = await a.request(c_id, ObjectMessage("small", b"x" * 100), timeout=10)
             assert isinstance(reply, Response)
-            assert a.route_counts["request:direct"] == before.get("request:direct", 0) + 1
+            assert a.routing.route_counts["request:direct"] == before.get("request:direct", 0) + 1
 
             # bulk: the metered direct link is excluded while the Wi-Fi route via B exists
             bulk = a.router.select(c_id, Traits("stream", 32 << 20), time.monotonic())

@@ -21,19 +21,20 @@ import json
 import logging
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from ..exceptions import EdgeAgentError, LinkError
+from ..exceptions import EdgeAgentError
+from ..host import Inbound, Policy, Registration, Sender, Service, on
 from ..wire import (
-    Envelope,
     JobAdvert,
     JoinReply,
     JoinRequest,
+    Message,
     NodeId,
     RoundResult,
     RoundStart,
@@ -44,8 +45,7 @@ from .job import JobSpec
 from .plans import available_plans, load_plan
 
 if TYPE_CHECKING:
-    from ..links.link import Link
-    from ..node import Node
+    from ..host import Host, PayloadApi
 
 __all__ = ["FlDevice", "FlDomain", "load_data"]
 
@@ -83,14 +83,17 @@ class _RoundState:
     updated: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class FlDomain:
+class FlDomain(Service):
     """Runs one job from a job file on a domain node."""
 
-    def __init__(self, node: Node, spec: JobSpec, *, star: bool = False) -> None:
-        self.node = node
+    name = "fl"
+
+    def __init__(self, host: Host, payloads: PayloadApi, spec: JobSpec, *, star: bool = False) -> None:
+        self.host = host
+        self.payloads = payloads
         self.spec = spec
         self.star = star  # baseline: the model to every device from here, every update straight back
-        self.dir = node.state_dir / "fl" / spec.id
+        self.dir = host.state_dir / "fl" / spec.id
         self.plan = load_plan(spec.plan)
         self.joined: dict[NodeId, int] = {}  # device -> samples
         self.left: set[NodeId] = set()
@@ -104,8 +107,20 @@ class FlDomain:
         self.test: tuple[Any, Any] | None = load_data(spec.test_data) if spec.test_data else None
         self._task: asyncio.Task[None] | None = None
 
+    def handlers(self) -> Mapping[type[Message], Registration]:
+        return {
+            JoinRequest: on(Policy(Sender.AUTHORISED), self.on_join),
+            Update: on(Policy(Sender.AUTHORISED, relayable=True), self.on_update),
+        }
+
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"fl": self.status()}
+
+    async def aclose(self) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -165,13 +180,13 @@ class FlDomain:
         while True:
             devices = [
                 p
-                for p, links in list(self.node.links.items())
-                if links and links[0].authorised and links[0].peer_hello.role != "domain"
+                for p, links in self.host.peers.linked()
+                if links[0].authorised and links[0].peer_hello.role != "domain"
             ]
             for peer in devices:
                 with contextlib.suppress(EdgeAgentError):
-                    await self.node.send(peer, self.advert())
-            live = [n for n in self.joined if n in self.node.links and n not in self.left]
+                    await self.host.send(peer, self.advert())
+            live = [n for n in self.joined if self.host.peers.links(n) and n not in self.left]
             enough = len(live) >= self.spec.min_participants
             everyone = set(devices) <= set(live)
             if enough and (everyone or self._gathered or time.monotonic() >= deadline):
@@ -183,13 +198,11 @@ class FlDomain:
                             self.spec.min_participants)  # fmt: skip
             await asyncio.sleep(0.5 if time.monotonic() < deadline else ADVERT_EVERY)
 
-    async def on_join(self, link: Link, env: Envelope) -> None:
-        req = env.body
-        assert isinstance(req, JoinRequest)
-        me = self.node.identity.node_id
+    async def on_join(self, m: Inbound[JoinRequest]) -> None:
+        req, env = m.body, m.env
         if req.job_id != self.spec.id:
             reply = JoinReply(req.job_id, False, "no such job here")
-        elif not self.node.authorised(env.source) or env.source in self.node.domain_ids:
+        elif self.host.peers.is_domain(env.source):
             reply = JoinReply(req.job_id, False, "not authorised by this domain")
         elif self.spec.plan not in req.capabilities:
             reply = JoinReply(req.job_id, False, f"the device lacks plan {self.spec.plan!r}")
@@ -197,12 +210,11 @@ class FlDomain:
             self.joined[env.source] = req.num_samples
             self.left.discard(env.source)
             reply = JoinReply(req.job_id, True)
-        with contextlib.suppress(LinkError):
-            await link.send(env.reply(reply, me))
+        await m.reply(reply)
 
     async def _round(self, r: int, participants: list[NodeId]) -> None:
         spec = self.spec
-        me = self.node.identity.node_id
+        me = self.host.node_id
         path = self.dir / f"model-{r}.npz"
         blob = model_bytes(self.params)
         await asyncio.to_thread(path.write_bytes, blob)
@@ -213,10 +225,9 @@ class FlDomain:
         self.round = rs
         deadline_wall = time.time() + spec.round_deadline_s
         deadline = time.monotonic() + spec.round_deadline_s
-        pid = await self.node.payloads.start(path, list(participants), star=self.star)
-        send = asyncio.ensure_future(self.node.payloads.wait(pid, spec.round_deadline_s))
-        forest = self.node.payloads.plans[pid].forest
-        tree = forest.trees[0]  # updates go up the first tree of the model's forest
+        pid = await self.payloads.start(path, list(participants), star=self.star)
+        send = asyncio.ensure_future(self.payloads.wait(pid, spec.round_deadline_s))
+        tree = self.payloads.first_tree(pid)  # updates go up the first tree of the model's forest
         step = max(MIN_STEP_S, spec.round_deadline_s * 0.05)
         for n in participants:
             parent = me if self.star else tree.parent.get(n, me)
@@ -226,7 +237,7 @@ class FlDomain:
             kids = () if self.star else tuple(c for c in tree.children.get(n, ()) if c in participants)
             start = RoundStart(spec.id, r, pid, int(deadline_wall * 1000), parent, kids, hyper)
             try:
-                await self.node.send(n, start)
+                await self.host.send(n, start)
             except EdgeAgentError as exc:
                 log.warning("job %s round %d: cannot start %s: %s", spec.id, r, n, exc)
         # collect until every participant is accounted for, or the deadline
@@ -280,12 +291,11 @@ class FlDomain:
                              str(self.dir / f"round-{r}.npz"))  # fmt: skip
         for n in participants:
             with contextlib.suppress(EdgeAgentError):
-                await self.node.send(n, result)
+                await self.host.send(n, result)
         self.round = None
 
-    async def on_update(self, link: Link, env: Envelope) -> None:
-        upd = env.body
-        assert isinstance(upd, Update)
+    async def on_update(self, m: Inbound[Update]) -> None:
+        upd, env = m.body, m.env
         rs = self.round
         if rs is None or upd.job_id != self.spec.id or upd.round != rs.number:
             return
@@ -309,7 +319,7 @@ class FlDomain:
             rs.updated.set()
 
     def _wire(self) -> tuple[int, int]:
-        links = [lk for lks in self.node.links.values() for lk in lks]
+        links = [lk for _, lks in self.host.peers.linked() for lk in lks]
         return sum(lk.stats.bytes_sent for lk in links), sum(lk.stats.bytes_received for lk in links)
 
     def status(self) -> dict[str, Any]:
@@ -353,11 +363,23 @@ class _DeviceRound:
     closed: bool = False
 
 
-class FlDevice:
+class FlDevice(Service):
     """Takes part in jobs its domain advertises, when the job's conditions hold here."""
 
-    def __init__(self, node: Node, data_path: Path | None, *, battery: Callable[[], Any] | None = None) -> None:
-        self.node = node
+    name = "fl"
+
+    def __init__(
+        self,
+        host: Host,
+        payloads: PayloadApi,
+        data_path: Path | None,
+        *,
+        run_conditions: Any = None,
+        battery: Callable[[], Any] | None = None,
+    ) -> None:
+        self.host = host
+        self.payloads = payloads
+        self.run_conditions = run_conditions
         self.data_path = data_path
         self._data: tuple[Any, Any] | None = None
         self.battery = battery
@@ -370,6 +392,31 @@ class FlDevice:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._joining: set[str] = set()
 
+    def handlers(self) -> Mapping[type[Message], Registration]:
+        from_domain = Policy(Sender.DOMAIN)
+        return {
+            JobAdvert: on(from_domain, self.on_advert),
+            RoundStart: on(from_domain, self.on_round_start),
+            RoundResult: on(from_domain, self.on_result),
+            # children in a round's tree send their sums here (the domain relays when no link is up)
+            Update: on(Policy(Sender.MEMBER, relayable=True, admits=self.admits), self.on_update),
+        }
+
+    def admits(self, peer: NodeId, body: Message) -> bool:
+        """An Update from a child this node expects in that round (or, before its RoundStart, of a job it joined)."""
+        if not isinstance(body, Update):
+            return False
+        st = self.rounds.get((body.job_id, body.round))
+        if st is not None:
+            return peer in st.start.expected
+        return body.job_id in self.joined
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"fl": self.status()}
+
+    async def aclose(self) -> None:
+        self.close()
+
     def data(self) -> tuple[Any, Any] | None:
         if self._data is None and self.data_path is not None:
             self._data = load_data(self.data_path)
@@ -378,7 +425,7 @@ class FlDevice:
     def eligible(self, advert: JobAdvert) -> tuple[bool, str]:
         """Whether this device may take part now (it decides for itself)."""
         e = advert.eligibility
-        opts = self.node.link_options
+        opts = self.host.link_options
         if e.unmetered and opts.metered:
             return False, "on a metered network"
         if advert.plan not in available_plans():
@@ -397,7 +444,7 @@ class FlDevice:
             return False, f"not charging (battery {battery.percent:.0f}%)"
         if e.min_battery and battery is not None and not battery.charging and battery.percent < e.min_battery:
             return False, f"battery {battery.percent:.0f}% < {e.min_battery}%"
-        conditions = self.node.config.run_conditions or RunConditions()
+        conditions = self.run_conditions or RunConditions()
         ok, why = conditions.may_train(battery)
         return (True, why) if ok else (False, why)
 
@@ -406,11 +453,8 @@ class FlDevice:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def on_advert(self, link: Link, env: Envelope) -> None:
-        ad = env.body
-        assert isinstance(ad, JobAdvert)
-        if env.source not in self.node.domain_ids:
-            return  # only this node's domains run jobs for it
+    async def on_advert(self, m: Inbound[JobAdvert]) -> None:
+        ad, env = m.body, m.env
         self.jobs[ad.job_id] = ad
         if ad.job_id in self.joined or ad.job_id in self._joining:
             return
@@ -425,7 +469,7 @@ class FlDevice:
         try:
             data = self.data()
             n = len(data[1]) if data is not None else 0
-            reply = await self.node.request(domain, JoinRequest(ad.job_id, n, tuple(available_plans())), timeout=10)
+            reply = await self.host.request(domain, JoinRequest(ad.job_id, n, tuple(available_plans())), timeout=10)
             if isinstance(reply, JoinReply) and reply.accepted:
                 self.joined.add(ad.job_id)
                 self.joined_at[ad.job_id] = domain
@@ -438,10 +482,9 @@ class FlDevice:
         finally:
             self._joining.discard(ad.job_id)
 
-    async def on_round_start(self, link: Link, env: Envelope) -> None:
-        rs = env.body
-        assert isinstance(rs, RoundStart)
-        if env.source not in self.node.domain_ids or rs.job_id not in self.joined:
+    async def on_round_start(self, m: Inbound[RoundStart]) -> None:
+        rs, env = m.body, m.env
+        if rs.job_id not in self.joined:
             return
         key = (rs.job_id, rs.round)
         st = self.rounds.get(key)
@@ -459,19 +502,19 @@ class FlDevice:
             log.info("job %s round %d: not taking part (%s)", rs.job_id, rs.round, why)
             self.joined.discard(rs.job_id)
             self.not_eligible[rs.job_id] = why
-            me = self.node.identity.node_id
+            me = self.host.node_id
             leave = Update(rs.job_id, rs.round, (), 0, (), (me,), {})
             # the domain stops counting on it; the parent stops waiting for it
             for target in dict.fromkeys([st.domain, rs.parent or st.domain]):
                 with contextlib.suppress(EdgeAgentError):
-                    await self.node.send(target, leave)
+                    await self.host.send(target, leave)
             st.sent = leave  # not summing here: children's updates are passed on to the domain
             return
         self._spawn(self._train_round(st))
 
     async def _train_round(self, st: _DeviceRound) -> None:
         rs = st.start
-        me = self.node.identity.node_id
+        me = self.host.node_id
         deadline = time.monotonic() + max(0.0, rs.deadline_ms / 1000 - time.time())
         send_by = time.monotonic() + max(
             0.0, float(rs.hyperparams.get("_send_by_ms", rs.deadline_ms)) / 1000 - time.time()
@@ -514,7 +557,7 @@ class FlDevice:
         st.sent = upd
         for target in dict.fromkeys([parent, st.domain]):
             try:
-                await self.node.send(target, upd)
+                await self.host.send(target, upd)
                 st.sent_to = target
                 return
             except EdgeAgentError as exc:
@@ -522,34 +565,29 @@ class FlDevice:
 
     async def _model(self, pid: bytes, deadline: float) -> list[Any]:
         """Wait for the round's model payload to be complete here, then load it."""
-        while time.monotonic() < deadline:
-            s = self.node.payloads.sessions.get(pid)
-            if s is not None and s.state is not None and s.state.complete and s.state.path is not None:
-                return load_model(await asyncio.to_thread(s.state.path.read_bytes))
-            await asyncio.sleep(0.05)
-        raise EdgeAgentError("the model did not arrive before the round's deadline")
+        try:
+            path = await self.payloads.wait_complete(pid, max(0.0, deadline - time.monotonic()))
+        except EdgeAgentError:
+            raise EdgeAgentError("the model did not arrive before the round's deadline") from None
+        return load_model(await asyncio.to_thread(path.read_bytes))
 
-    async def on_update(self, link: Link, env: Envelope) -> None:
-        upd = env.body
-        assert isinstance(upd, Update)
+    async def on_update(self, m: Inbound[Update]) -> None:
+        upd = m.body
         st = self.rounds.get((upd.job_id, upd.round))
         if st is None or st.sent is not None:
             # not summing (too late, or not taking part): pass it straight on to the domain
             domain = st.domain if st is not None else self.joined_at.get(upd.job_id)
-            if domain is None and self.node.domain_ids:
-                domain = sorted(self.node.domain_ids)[0]
+            if domain is None and self.host.peers.domain_ids:
+                domain = sorted(self.host.peers.domain_ids)[0]
             if domain is not None:
                 with contextlib.suppress(EdgeAgentError):
-                    await self.node.send(domain, upd)
+                    await self.host.send(domain, upd)
             return
         st.sums.add(upd)
         st.children_in.set()
 
-    async def on_result(self, link: Link, env: Envelope) -> None:
-        res = env.body
-        assert isinstance(res, RoundResult)
-        if env.source not in self.node.domain_ids:
-            return
+    async def on_result(self, m: Inbound[RoundResult]) -> None:
+        res = m.body
         self.results[res.job_id] = res
         st = self.rounds.get((res.job_id, res.round))
         if st is not None:
@@ -579,7 +617,7 @@ class FlDevice:
 
     async def _send_quietly(self, peer: NodeId, body: Update) -> None:
         with contextlib.suppress(EdgeAgentError):
-            await self.node.send(peer, body)
+            await self.host.send(peer, body)
 
     def status(self) -> dict[str, Any]:
         out = []

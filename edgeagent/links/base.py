@@ -13,7 +13,7 @@ import abc
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ..wire import Codec, Envelope, Hello, Limits, NodeId
 
@@ -116,6 +116,8 @@ class LinkOptions:
                           (flow control on every transport; 0 turns it off);
     ``network_kind``, ``metered``, ``cost_per_gb``: this side's network, told to peers in Hello;
     ``authorize``         predicate: may this NodeId use more than ping and peer records? (None: everyone).
+    ``admit``             predicate for a peer ``authorize`` refuses: may it still send this message? (the
+                          node's policy table: e.g. a payload's child, for that payload's messages only)
     """
 
     codecs: tuple[Codec, ...] = ("cbor", "protobuf")
@@ -134,6 +136,7 @@ class LinkOptions:
     listen: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
     authorize: Callable[[NodeId], bool] | None = None
+    admit: Callable[[NodeId, Any], bool] | None = None
 
 
 class Connection(abc.ABC):

@@ -336,7 +336,9 @@ class Link(Connection):
         if not self.authorised:
             if env.source != self.peer:
                 reason = "unauthorised peers may only speak for themselves"
-            elif type(body).__name__ not in UNAUTHORISED_ALLOWED:
+            elif type(body).__name__ not in UNAUTHORISED_ALLOWED and not (
+                self.options.admit is not None and self.options.admit(self.peer, body)
+            ):
                 reason = f"{self.peer} is not authorised to send {type(body).__name__}"
             else:
                 reason = ""

@@ -9,7 +9,8 @@ from .manifest import (
     verify_chunk,
     verify_manifest,
 )
-from .planner import Forest, Member, Tree, bound_seconds, check_forest, plan_forest, reassign_metered, repair
+from .planner import Forest, Member, Tree, bound_seconds, check_forest, plan_forest
+from .repair import reassign_metered, repair
 from .service import PayloadService, SendResult
 from .store import ChunkStore, PayloadQuotaExceeded, PayloadState, PayloadTooLarge, safe_name
 

@@ -66,9 +66,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ..wire import Hop, Manifest, NodeId, RouteSegment, TreeAssign
 
@@ -81,21 +80,16 @@ __all__ = [
     "STRIPE_SLACK",
     "Forest",
     "Member",
-    "Standing",
     "Tree",
-    "assists",
     "bound_seconds",
     "busiest_time",
     "check_forest",
     "depth_bound",
     "lan_crossings",
     "max_children",
-    "move",
     "plan_forest",
-    "reassign_metered",
-    "repair",
     "stripe_candidates",
-    "stripe_sizes",
+    "tree_assign",
     "tree_assigns",
 ]
 
@@ -725,436 +719,45 @@ def bound_seconds(
     return send + hops * min(chunk, size) / wifi_bps if size else 0.0
 
 
+def tree_assign(
+    forest: Forest,
+    tree: Tree,
+    node: NodeId,
+    payload_id: bytes,
+    sizes: Mapping[NodeId, int],
+    *,
+    manifest: Manifest | None = None,
+    parent_addresses: tuple[str, ...] = (),
+    subtree: bool = False,
+) -> TreeAssign:
+    """The one builder of a TreeAssign: ``node``'s parent, children and their subtree sizes in ``tree``.
+
+    ``sizes`` is ``tree.sizes()`` (computed once per tree by the caller); ``subtree`` includes the
+    node's whole subtree (for interior nodes), which the live protocol leaves out to keep it small.
+    """
+    kids = tree.children.get(node, ())
+    return TreeAssign(
+        payload_id=payload_id,
+        stripe=tree.stripe,
+        stripes=forest.stripes,
+        parent=tree.parent.get(node),
+        children=kids,
+        subtree=tree.subtree(node) if subtree and kids else None,
+        manifest=manifest,
+        parent_addresses=parent_addresses,
+        weights=tuple(sizes.get(kid, 1) for kid in kids),
+    )
+
+
 def tree_assigns(
     forest: Forest, payload_id: bytes, manifest: Manifest | None = None
 ) -> dict[NodeId, tuple[TreeAssign, ...]]:
     """The TreeAssign messages for every member, one per stripe (subtree set for interior nodes)."""
-    out: dict[NodeId, tuple[TreeAssign, ...]] = {}
     sizes = {tree.stripe: tree.sizes() for tree in forest.trees}
-    for node in forest.members():
-        msgs = []
-        for tree in forest.trees:
-            kids = tree.children.get(node, ())
-            msgs.append(
-                TreeAssign(
-                    payload_id=payload_id,
-                    stripe=tree.stripe,
-                    stripes=forest.stripes,
-                    parent=tree.parent.get(node),
-                    children=kids,
-                    subtree=tree.subtree(node) if kids else None,
-                    manifest=manifest,
-                    weights=tuple(sizes[tree.stripe].get(kid, 1) for kid in kids),
-                )
-            )
-        out[node] = tuple(msgs)
-    return out
-
-
-# ---------------------------------------------------------------------------
-# repair
-
-
-def repair(forest: Forest, dead: NodeId, *, members: Sequence[Member]) -> Forest:
-    """The forest without ``dead``, its orphans re-attached.
-
-    In each tree, the orphaned children are spread over the nodes that may
-    forward there (``relay_ok`` per ``members``, forwarding in no other tree),
-    never into their own subtree: each goes to one with room (< ``max_fanout``
-    children) that keeps the depth bound, already forwarding in the tree, with
-    the fewest children, the dead node's parent first among equals. (Giving
-    them all to the dead node's parent would pile the dead relay's upload onto
-    one node, and every node below that one would wait for it.) If
-    ``dead`` was the source's child, its best forwarding-capable child takes
-    its place. When fewer ``relay_ok`` survivors than stripes are left, an
-    orphan nobody can take is sent to by the source itself (that stripe then
-    costs the source more than one copy). If the local fix is impossible, or
-    breaks a :func:`check_forest` invariant (depth included), the survivors are
-    re-planned with the same number of stripes (a stripe group left without
-    relays then gets a star from the source), so stripe numbers stay valid.
-    ``members`` gives the current flags (uploads, ``relay_ok``); a forest node
-    missing from it is treated as ``relay_ok=False``. A ``dead`` not in the
-    forest returns it unchanged; the source raises ``ValueError``. The LAN
-    property of :func:`plan_forest` is not restored by a local fix.
-    """
-    return _rehome(forest, dead, members, stay=False)
-
-
-def reassign_metered(forest: Forest, node: NodeId, members: Sequence[Member]) -> Forest:
-    """Like :func:`repair`, but ``node`` stays as a leaf (a relay that turned metered hands its children on)."""
-    return _rehome(forest, node, members, stay=True)
-
-
-def move(
-    forest: Forest,
-    child: NodeId,
-    away_from: NodeId,
-    members: Sequence[Member],
-    *,
-    stripes: Iterable[int] | None = None,
-    avoid: Iterable[NodeId] = (),
-) -> Forest:
-    """``child`` (with its subtree) under another parent in each tree where its parent is ``away_from``.
-
-    For a child that cannot reach, or is not served by, a parent that is otherwise
-    fine: only that child moves, nothing else changes (a repair would hand on all
-    of the parent's children). ``stripes`` limits the trees considered. In each
-    such tree the new parent is a node that may forward there (``relay_ok`` per
-    ``members``, forwarding in no other tree), is not ``away_from``, not in
-    ``avoid``, not in the child's subtree and high enough in the tree to keep
-    the depth bound; preferred, in order: under ``max_fanout`` children (a
-    soft cap), already forwarding in the tree, fewest children, then NodeId.
-    With no such node the source takes the child (that stripe then costs the
-    source more than one copy). The result keeps the invariants of
-    :func:`check_forest` except, in that last case, the source's single child.
-    A ``child`` not in the forest, or whose parent is never ``away_from``,
-    returns the forest unchanged.
-    """
-    if child == forest.source:
-        raise ValueError("the source has no parent to move away from")
-    info = {m.node_id: m for m in members}
-    skip = {away_from, *avoid}
-    want = None if stripes is None else set(stripes)
-    limit = depth_bound(len(forest.members()))
-    interior: dict[NodeId, set[int]] = {}
-    for tree in forest.trees:
-        for x in tree.interior():
-            interior.setdefault(x, set()).add(tree.stripe)
-    relay_ok = {x: info[x].relay_ok if x in info else False for x in forest.members()}
-    trees: list[Tree] = []
-    changed = False
-    for tree in forest.trees:
-        if tree.parent.get(child) != away_from or (want is not None and tree.stripe not in want):
-            trees.append(tree)
-            continue
-        trees.append(_move_in_tree(tree, forest, child, away_from, skip, relay_ok, interior, limit))
-        changed = True
-    return replace(forest, trees=tuple(trees)) if changed else forest
-
-
-def _move_in_tree(
-    tree: Tree,
-    forest: Forest,
-    child: NodeId,
-    away_from: NodeId,
-    skip: set[NodeId],
-    relay_ok: Mapping[NodeId, bool],
-    interior: dict[NodeId, set[int]],
-    limit: int,
-) -> Tree:
-    j = tree.stripe
-    src = forest.source
-    kids = {p: list(ks) for p, ks in tree.children.items()}
-    sub = {child}
-    stack = [child]
-    while stack:
-        for k in kids.get(stack.pop(), ()):
-            sub.add(k)
-            stack.append(k)
-    height, level = 0, list(kids.get(child, ()))
-    while level:
-        height += 1
-        level = [k for x in level for k in kids.get(x, ())]
-
-    def depth_of(x: NodeId) -> int:
-        d = 0
-        while x != src:
-            x = tree.parent[x]
-            d += 1
-        return d
-
-    def key(x: NodeId) -> tuple[bool, bool, int, NodeId]:
-        n_kids = len(kids.get(x, ()))
-        return (n_kids >= forest.max_fanout, j not in interior.get(x, set()), n_kids, x)
-
-    cands = [
-        x
-        for x in tree.parent
-        if x not in sub
-        and x not in skip
-        and relay_ok.get(x, False)
-        and interior.get(x, set()) <= {j}
-        and depth_of(x) + 1 + height <= limit  # the depth bound is kept; max_fanout is a soft cap
-    ]
-    new_parent = min(cands, key=key) if cands else src
-    kids[away_from].remove(child)
-    kids.setdefault(new_parent, []).append(child)
-    parent = dict(tree.parent)
-    parent[child] = new_parent
-    if new_parent != src:
-        interior.setdefault(new_parent, set()).add(j)
-    return _tree_with(tree, parent, kids, away_from, True)
-
-
-def _rehome(forest: Forest, node: NodeId, members: Sequence[Member], *, stay: bool) -> Forest:
-    if node == forest.source:
-        raise ValueError("the source cannot be repaired away")
-    nodes = forest.members()
-    if node not in nodes:
-        return forest
-    info = {m.node_id: m for m in members}
-    survivors: list[Member] = []
-    for n in nodes:
-        if n == node and not stay:
-            continue
-        m = info.get(n) or Member(n, relay_ok=False)
-        if n == node:
-            m = replace(m, relay_ok=False)
-        survivors.append(m)
-    local = _local_fix(forest, node, survivors, stay=stay)
-    if local is not None and not check_forest(local, survivors):
-        return local
-    return _plan(forest.source, survivors, forest.stripes, forest.default_upload_bps, forest.max_fanout)
-
-
-def _local_fix(forest: Forest, node: NodeId, survivors: list[Member], *, stay: bool) -> Forest | None:
-    relay_ok = {m.node_id: m.relay_ok for m in survivors}
-    up = {m.node_id: _upload(m, forest.default_upload_bps) for m in survivors}
-    interior: dict[NodeId, set[int]] = {}
-    for tree in forest.trees:
-        for n in tree.interior():
-            if n != node:
-                interior.setdefault(n, set()).add(tree.stripe)
-    limit = depth_bound(len(survivors))
-    few = sum(relay_ok.values()) < forest.stripes  # the source may send a stripe more than once
-    trees: list[Tree] = []
-    for tree in forest.trees:
-        fixed = _fix_tree(tree, forest.source, node, stay, relay_ok, up, interior, forest.max_fanout, limit, few)
-        if fixed is None:
-            return None
-        trees.append(fixed)
-    return replace(forest, trees=tuple(trees))
-
-
-def _fix_tree(
-    tree: Tree,
-    src: NodeId,
-    node: NodeId,
-    stay: bool,
-    relay_ok: Mapping[NodeId, bool],
-    up: Mapping[NodeId, float],
-    interior: dict[NodeId, set[int]],
-    cap: int,
-    limit: int,
-    to_source: bool,
-) -> Tree | None:
-    j = tree.stripe
-    if node not in tree.parent:
-        return tree
-    parent = dict(tree.parent)
-    kids = {p: list(ks) for p, ks in tree.children.items()}
-    orphans = kids[node]
-    kids[node] = []
-    up_node = parent[node]
-    for o in orphans:
-        del parent[o]
-    if not stay or up_node == src:
-        del parent[node]
-        kids[up_node].remove(node)
-    if not stay:
-        del kids[node]
-    to_place = list(orphans)
-    if stay and up_node == src:
-        to_place.append(node)
-    if not to_place:
-        return _tree_with(tree, parent, kids, node, stay)
-
-    def may_forward(x: NodeId) -> bool:
-        return x != node and relay_ok.get(x, False) and interior.get(x, set()) <= {j}
-
-    def below(x: NodeId) -> set[NodeId]:
-        out = {x}
-        stack = [x]
-        while stack:
-            for k in kids.get(stack.pop(), ()):
-                out.add(k)
-                stack.append(k)
-        return out
-
-    def attach(child: NodeId, par: NodeId) -> None:
-        parent[child] = par
-        kids[par].append(child)
-        if par != src:
-            interior.setdefault(par, set()).add(j)
-
-    def size(x: NodeId) -> int:
-        return len(below(x))
-
-    def height(x: NodeId) -> int:
-        level, h = kids.get(x, []), 0
-        while level:
-            h += 1
-            level = [k for n in level for k in kids.get(n, ())]
-        return h
-
-    def depth_of(x: NodeId) -> int:
-        d = 0
-        while x != src:
-            if x not in parent:
-                return len(kids)  # not attached yet: unknown, treat as too deep
-            x = parent[x]
-            d += 1
-        return d
-
-    if up_node == src:
-        heads = sorted(
-            (o for o in orphans if may_forward(o)), key=lambda o: (j not in interior.get(o, set()), -up[o], o)
+    return {
+        node: tuple(
+            tree_assign(forest, t, node, payload_id, sizes[t.stripe], manifest=manifest, subtree=True)
+            for t in forest.trees
         )
-        if not heads and not to_source:
-            return None
-        grand = heads[0] if heads else src
-        if heads:
-            parent[grand] = src
-            kids[src].append(grand)
-            to_place.remove(grand)
-    else:
-        grand = up_node
-    to_place.sort(key=lambda o: (-size(o), o))
-    for o in to_place:
-        sub = below(o)
-        if grand == src:
-            attach(o, src)
-            continue
-        cands = [x for x in kids if x != src and x not in sub and may_forward(x)]
-        if not cands:
-            if not to_source:
-                return None
-            attach(o, src)
-            continue
-        tall = height(o)
-
-        def key(x: NodeId, tall: int = tall) -> tuple[bool, bool, bool, int, bool, NodeId]:
-            too_deep = depth_of(x) + 1 + tall > limit
-            n_kids = len(kids[x])
-            return (n_kids >= cap, too_deep, j not in interior.get(x, set()), n_kids, x != grand, x)
-
-        attach(o, min(cands, key=key))
-    return _tree_with(tree, parent, kids, node, stay)
-
-
-def _tree_with(
-    tree: Tree, parent: dict[NodeId, NodeId], kids: dict[NodeId, list[NodeId]], node: NodeId, stay: bool
-) -> Tree:
-    relays = {r for r in tree.relays if r != node}
-    src = tree.root()
-    relays.update(n for n, ks in kids.items() if ks and n != src)
-    return Tree(tree.stripe, parent, {n: tuple(ks) for n, ks in kids.items()}, tuple(sorted(relays)))
-
-
-# ---------------------------------------------------------------------------
-# the last stretch: idle relays help the receivers still waiting
-
-
-@dataclass(frozen=True)
-class Standing:
-    """What the source last heard from a member: whether it holds everything, and chunks held per stripe."""
-
-    complete: bool
-    stripe_have: tuple[int, ...]
-    #: it holds every chunk of the stripes it forwards and has sent its children all of them
-    #: (its uplink has nothing left to do)
-    idle: bool = False
-    #: linked to every parent, which have been told its have-map (so they push to it)
-    linked: bool = False
-
-
-def stripe_sizes(chunk_count: int, stripes: int) -> list[int]:
-    """Chunks in each stripe (chunk i belongs to stripe i % stripes)."""
-    k = max(stripes, 1)
-    return [len(range(j, chunk_count, k)) for j in range(k)]
-
-
-def assists(
-    forest: Forest,
-    standing: Mapping[NodeId, Standing],
-    members: Sequence[Member],
-    chunk_count: int,
-    *,
-    active: Mapping[tuple[NodeId, int], NodeId],
-    dead: Set[NodeId] = frozenset(),
-    per_helper: int = 2,
-    min_chunks: int = 4,
-) -> list[tuple[NodeId, int, NodeId, int]]:
-    """Which idle relays should serve which waiting receivers: ``(receiver, stripe, helper, count)``.
-
-    A tree keeps every relay's uplink full, so it has no slack: a receiver deep in
-    the trees, behind several relays that each fell a little behind, finishes
-    well after the rest while relays that are done sit idle. A *helper* for
-    stripe j is a member that may relay (``relay_ok``), holds all of stripe j
-    (or everything) and is ``idle`` (it has sent its children all of the stripes
-    it forwards) or holds everything and its children in every tree are complete
-    (or dead): its uplink has nothing left to do, though it may still be
-    receiving other stripes. Each incomplete receiver, most chunks missing
-    first, gets one helper for the stripe it misses most of among those with a
-    free helper (not one in ``active``, the assists still running, keyed
-    ``(receiver, stripe)`` -> helper; called again, it adds one for the next
-    stripe: a receiver may be helped in every stripe at once, by one helper per
-    stripe; the caller drops entries of dead helpers from ``active``; a stripe
-    is skipped when the receiver is ``linked`` and its parent there is idle and
-    holds it whole: that parent has sent it everything, and the source's view
-    is up to one report old), for the
-    last two thirds of what it misses there (its parent, still sending in order,
-    covers the first third meanwhile; a helper shared by ``per_helper``
-    receivers gives each about twice what a parent with four children does).
-    Stripes missing fewer than ``min_chunks`` are left to the parent. Helpers
-    serve at most ``per_helper`` receivers at once, the least loaded first.
-    Pure: the caller sends the ``Assist`` messages and keeps ``active``.
-    """
-    k = forest.stripes
-    sizes = stripe_sizes(chunk_count, k)
-    info = {m.node_id: m for m in members}
-    kids: dict[NodeId, set[NodeId]] = {}
-    for tree in forest.trees:
-        for node, cs in tree.children.items():
-            kids.setdefault(node, set()).update(cs)
-
-    def whole(node: NodeId) -> bool:
-        st = standing.get(node)
-        return st is not None and st.complete
-
-    def holds(node: NodeId, j: int) -> bool:
-        st = standing[node]
-        return st.complete or (len(st.stripe_have) == k and st.stripe_have[j] >= sizes[j])
-
-    def sent_all(n: NodeId, j: int) -> bool:
-        """n is linked to its parent in tree j, which has sent its children the whole stripe: it is on its way."""
-        p = forest.trees[j].parent.get(n)
-        return standing[n].linked and p is not None and p in standing and standing[p].idle and holds(p, j)
-
-    nodes = forest.members()
-    helpers = [
-        n
-        for n in nodes
-        if n not in dead
-        and n in info
-        and info[n].relay_ok
-        and n in standing
-        and (standing[n].idle or (whole(n) and all(whole(c) or c in dead for c in kids.get(n, ()))))
-    ]
-    by_stripe = [[h for h in helpers if holds(h, j)] for j in range(k)]
-    if not any(by_stripe):
-        return []
-    load = Counter(active.values())
-    waiting: list[tuple[int, NodeId, list[int]]] = []
-    for n in nodes:
-        st = standing.get(n)
-        if n in dead or st is None or st.complete or len(st.stripe_have) != k:
-            continue
-        missing = [min(sizes[j], max(0, sizes[j] - st.stripe_have[j])) for j in range(k)]
-        waiting.append((-sum(missing), n, missing))
-    waiting.sort()
-    out: list[tuple[NodeId, int, NodeId, int]] = []
-    for _, n, missing in waiting:
-        free = {
-            j: [h for h in by_stripe[j] if h != n and load[h] < per_helper]
-            for j in range(k)
-            if (n, j) not in active and missing[j] >= max(1, min_chunks) and not sent_all(n, j)
-        }
-        options = [j for j, hs in free.items() if hs]
-        if not options:
-            continue
-        j = max(options, key=lambda x: (missing[x], -x))
-        helper = min(free[j], key=lambda h: (load[h], h))
-        load[helper] += 1
-        out.append((n, j, helper, max(min_chunks, missing[j] * 2 // 3)))
-    return out
+        for node in forest.members()
+    }

@@ -84,6 +84,7 @@ from ..wire.cbor import decode_plain, encode_struct
 from ..wire.limits import Limits
 from ..wire.messages import IndexRange, Manifest
 from ..wire.schema import struct_from_plain
+from .fileio import fdatasync, fsync_dir, pread_exact, pwrite_all, write_atomic
 from .manifest import MAX_CHUNK_SIZE, chunk_digest, payload_id, verify_chunk, verify_manifest
 
 __all__ = [
@@ -185,61 +186,6 @@ def _decode_have(raw: bytes, pid: bytes, count: int) -> bytearray | None:
     if count % 8 and bitmap[-1] >> (count % 8):
         return None  # bits past the last chunk: not ours
     return bitmap
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # not every platform can open a directory
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _pread_exact(fd: int, length: int, offset: int) -> bytes | None:
-    data = os.pread(fd, length, offset)
-    if len(data) == length:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < length:  # short reads happen only at EOF on regular files, but be exact
-        more = os.pread(fd, length - got, offset + got)
-        if not more:
-            return None
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-def _fdatasync(fd: int) -> None:
-    sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-    sync(fd)
 
 
 class PayloadState:
@@ -433,7 +379,7 @@ class PayloadState:
             self._check_open()
             if self.has(index):
                 return True
-            _pwrite_all(self._fd, data, index * self.manifest.chunk_size)
+            pwrite_all(self._fd, data, index * self.manifest.chunk_size)
             self._bits[index >> 3] |= 1 << (index & 7)
             self._held += 1
             self._dirty += 1
@@ -508,7 +454,7 @@ class PayloadState:
 
     def _read_verified(self, index: int) -> bytes | None:
         length = self.manifest.chunk_length(index)
-        data = _pread_exact(self._fd, length, index * self.manifest.chunk_size)
+        data = pread_exact(self._fd, length, index * self.manifest.chunk_size)
         mask = 1 << (index & 7)
         if data is not None and verify_chunk(self.manifest, index, data):
             self._unverified[index >> 3] &= ~mask
@@ -524,10 +470,10 @@ class PayloadState:
 
     def _write_have(self) -> None:
         if self._fsync:
-            _fdatasync(self._fd)  # the data first: the have-map must never vouch for bytes not on disk
-        _write_atomic(self._have, _encode_have(self.id, self.manifest.chunk_count, self._bits), fsync=self._fsync)
+            fdatasync(self._fd)  # the data first: the have-map must never vouch for bytes not on disk
+        write_atomic(self._have, _encode_have(self.id, self.manifest.chunk_count, self._bits), fsync=self._fsync)
         if self._fsync:
-            _fsync_dir(self._store.root)  # make the rename durable, so a power cut loses no more than a window
+            fsync_dir(self._store.root)  # make the rename durable, so a power cut loses no more than a window
         self._dirty = 0
 
     def _finish(self) -> None:
@@ -539,14 +485,14 @@ class PayloadState:
                 self._write_have()
                 return
         if self._fsync:
-            _fdatasync(self._fd)
+            fdatasync(self._fd)
         if self._final.parent != self._store.root:
             self._final.parent.mkdir(mode=0o700, exist_ok=True)
         os.replace(self._part, self._final)
         if self._fsync:
-            _fsync_dir(self._final.parent)
+            fsync_dir(self._final.parent)
             if self._final.parent != self._store.root:
-                _fsync_dir(self._store.root)
+                fsync_dir(self._store.root)
         self._unlink_quietly(self._have)
         self._complete = True
         self._dirty = 0
@@ -658,9 +604,9 @@ class ChunkStore:
                             f"payload of {manifest.size} bytes would take the store to {used + manifest.size} "
                             f"bytes, over its {self.quota_bytes}-byte quota"
                         )
-                _write_atomic(mpath, encoded, fsync=self.fsync)
+                write_atomic(mpath, encoded, fsync=self.fsync)
                 if self.fsync:
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
             state = PayloadState(
                 self, manifest, pid, window=self.window, fsync=self.fsync, verify_on_open=self.verify_on_open
             )

@@ -27,10 +27,11 @@ import cbor2
 
 from ..exceptions import DecodeError, EncodeError
 from .envelope import PROTOCOL_VERSION, Envelope
+from .kinds import MAX_STRUCT_DEPTH, Splicer
 from .limits import DEFAULT_LIMITS, Limits
 from .nodeid import NodeId
 from .route import Route
-from .schema import MAX_STRUCT_DEPTH, REGISTRY, ObjectRef, Splicer, struct_from_plain, struct_to_plain
+from .schema import REGISTRY, ObjectRef, struct_from_plain, struct_to_plain
 from .tensor import DTYPES, MAX_DIMS, TAG_TO_DTYPE, Tensor, tensor_problem
 
 __all__ = ["decode", "decode_plain", "encode", "encode_struct"]

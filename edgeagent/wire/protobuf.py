@@ -24,13 +24,14 @@ from google.protobuf.message import EncodeError as _PbEncodeError
 from ..exceptions import DecodeError, EncodeError
 from ..v1 import envelope_pb2
 from .envelope import PROTOCOL_VERSION, Envelope
+from .kinds import MAX_STRUCT_DEPTH, Splicer
 from .limits import DEFAULT_LIMITS, Limits
 from .messages.payload import Chunk
 from .messages.stream import StreamData
 from .nodeid import NodeId
 from .protogen import snake
 from .route import Route
-from .schema import MAX_STRUCT_DEPTH, REGISTRY, Message, Splicer, struct_from_pb, struct_to_pb
+from .schema import REGISTRY, Message, struct_from_pb, struct_to_pb
 
 __all__ = ["decode", "encode"]
 
