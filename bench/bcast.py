@@ -9,11 +9,16 @@ on the same bridge: every node its own /24, so no LAN grouping (for comparison).
 *upload* is shaped with ``tc`` tbf on its veth's egress inside its namespace (download is not
 shaped):
 
-* the source: ``edgeagent domain --open --listen ws://10.207.0.1:7400`` at ``--rate-mbit``;
+* the source: ``edgeagent domain --allow AGENT ... --listen ws://10.207.0.1:7400`` at ``--rate-mbit``
+  (``--auth domain``, the default: as deployed, agents' keys are made first so the domain allows exactly
+  them, and each agent authorises only its domain; ``--auth open`` runs every node ``--open`` instead;
+  ``--auth domain open`` interleaves both, run by run, and summarises each apart);
 * 75 % "Wi-Fi" agents at ``--rate-mbit``, ``--network wifi --unmetered``;
 * 25 % "cellular" agents (every 4th) at ``--cell-rate-mbit``, ``--network cellular --metered``;
 
-all agents ``edgeagent -v run --listen ws://THEIR_ADDR:7400 --domain ws://10.207.0.1:7400 --open``.
+all agents ``edgeagent -v run --listen ws://THEIR_ADDR:7400 --domain ws://10.207.0.1:7400`` (plus
+``--open`` with ``--auth open``). Each run reports the messages the nodes refused (``refused``: their policy
+gate's counts per type and their links' refusals, from ``status``) and the send result's ``repairs``.
 The tbf queue is a tail-drop FIFO of ``--queue-ms`` (this kernel has no fq_codel/sfq/fq to put under
 it); ``--gso off`` makes TCP hand it MTU-sized packets rather than 64 KiB GSO bursts (a short FIFO
 fed 64 KiB bursts by a relay's dozen TCP flows drops a large share of packets: see the JSON's
@@ -74,7 +79,7 @@ Usage: sudo .venv/bin/python bench/bcast.py [--agents 16 64] [--size-mib 64] [--
            [--cell-rate-mbit 5] [--runs 3] [--star-runs 1] [--kill-relay] [--kill-runs 1]
            [--stripes K] [--poll 0] [--subnets shared|per-node] [--queue-ms 100] [--burst-kb 64] [--gso on|off]
            [--tcp-cc reno|host|NAME]
-           [--loopback] [--tmp DIR] [--keep] [--json]
+           [--auth domain|open ...] [--loopback] [--tmp DIR] [--keep] [--json]
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgeagent.control import control_request  # noqa: E402
+from edgeagent.identity import Identity  # noqa: E402
 from edgeagent.payload.planner import bound_seconds  # noqa: E402
 from tests.netns import Netns, NetnsUnavailable  # noqa: E402
 
@@ -343,12 +349,14 @@ def _spawn(argv: list[str], stdout: Any, stderr: Any) -> subprocess.Popen[bytes]
     return popen
 
 
-def start_node(lan: Lan, host: int, name: str, kind: str, workdir: Path, logdir: Path, extra: list[str]) -> NodeProc:
+def start_node(
+    lan: Lan, host: int, name: str, kind: str, workdir: Path, logdir: Path, extra: list[str], *, open_: bool = True
+) -> NodeProc:
     state = workdir / "state" / name
     log = logdir / f"{name}.log"
     cmd = "domain" if kind == "domain" else "run"
     argv = [sys.executable, "-m", "edgeagent.cli", "-v", cmd, "--state", str(state), "--listen", lan.listen_url(host)]
-    argv += ["--open", *extra]
+    argv += [*(["--open"] if open_ else []), *extra]
     with log.open("wb") as err:
         popen = _spawn(lan.argv(host, argv), subprocess.PIPE, err)
     return NodeProc(name, kind, popen, state, log)
@@ -726,23 +734,57 @@ def shape_all(setup: Setup, n: int) -> None:
         lan.shape(j + 1, rate, setup.queue_ms, setup.gso, setup.burst_kb)
 
 
-def one_run(setup: Setup, n: int, mode: str, index: int) -> dict[str, Any]:
-    """Fresh domain + n agents, one send (mode: tree | star | kill), everything stopped again."""
+def agent_ids(runwork: Path, n: int) -> list[str]:
+    """Make each agent's key in its state directory beforehand (so the domain can be started with --allow)."""
+    return [str(Identity.load_or_create(runwork / "state" / f"agent{j:02d}")[0].node_id) for j in range(n)]
+
+
+def refused_counts(nodes: list[NodeProc]) -> dict[str, int]:
+    """Messages every node refused: by its policy gate (status "refused", per type) and by its links' gate."""
+    total: dict[str, int] = {}
+
+    async def one(n: NodeProc) -> dict[str, Any]:
+        return (await control_request(n.state, "status", timeout=10.0))["status"]  # type: ignore[no-any-return]
+
+    async def every() -> list[Any]:
+        return await asyncio.gather(*(one(n) for n in nodes if n.popen.poll() is None), return_exceptions=True)
+
+    for st in asyncio.run(every()):
+        if isinstance(st, BaseException):
+            continue
+        for kind, count in st.get("refused", {}).items():
+            total[kind] = total.get(kind, 0) + count
+        links = sum(int(ln.get("refused", 0)) for ln in st.get("links", []))
+        if links:
+            total["at links"] = total.get("at links", 0) + links
+    return total
+
+
+def one_run(setup: Setup, n: int, mode: str, index: int, auth: str = "open") -> dict[str, Any]:
+    """Fresh domain + n agents, one send (mode: tree | star | kill), everything stopped again.
+
+    ``auth``: "open" runs every node with ``--open``; "domain" as deployments run: the domain allows
+    exactly the n agents (``--allow``), each agent authorises only its domain.
+    """
     lan = setup.lan
-    tag = f"n{n}-{mode}-{index}"
+    tag = f"n{n}-{mode}-{auth}-{index}"
     logdir = setup.workdir / "logs" / tag
     logdir.mkdir(parents=True, exist_ok=True)
     runwork = setup.workdir / "runs" / tag
     bound = t_lb(n, setup.size, setup.rate_mbit, setup.chunk)
     star_theory = n * setup.size / (setup.rate_mbit * 1e6 / 8)
-    row: dict[str, Any] = {"n": n, "mode": mode, "run": index, "t_lb_s": round(bound, 2), "git": _git_state()}
+    row: dict[str, Any] = {
+        "n": n, "mode": mode, "auth": auth, "run": index, "t_lb_s": round(bound, 2), "git": _git_state(),
+    }  # fmt: skip
     nodes: list[NodeProc] = []
     send_proc: subprocess.Popen[bytes] | None = None
     poller: Poller | None = None
     poll_thread: threading.Thread | None = None
     try:
         t_boot = time.monotonic()
-        domain = start_node(lan, 0, "domain", "domain", runwork, logdir, [])
+        secure = auth == "domain"
+        allow = [x for nid in agent_ids(runwork, n) for x in ("--allow", nid)] if secure else []
+        domain = start_node(lan, 0, "domain", "domain", runwork, logdir, allow, open_=not secure)
         nodes.append(domain)
         await_started([domain], 30)
         durl = domain.url
@@ -750,7 +792,8 @@ def one_run(setup: Setup, n: int, mode: str, index: int) -> dict[str, Any]:
         for j in range(n):
             kind = kind_of(j)
             net = ["--network", "cellular", "--metered"] if kind == "cellular" else ["--network", "wifi", "--unmetered"]
-            agents.append(start_node(lan, j + 1, f"agent{j:02d}", kind, runwork, logdir, ["--domain", durl, *net]))
+            extra = ["--domain", durl, *net]
+            agents.append(start_node(lan, j + 1, f"agent{j:02d}", kind, runwork, logdir, extra, open_=not secure))
         nodes.extend(agents)
         await_started(agents, 30 + 1.5 * n)
         t_started = time.monotonic()
@@ -894,6 +937,7 @@ def one_run(setup: Setup, n: int, mode: str, index: int) -> dict[str, Any]:
                     row["kill_note"] = poller.kill_note
                 if poller.killed:
                     row["killed"]["at_s"] = round(poller.killed.pop("t_wall") - t0, 2)
+        row["refused"] = refused_counts(nodes)
         row["log_problems"] = log_problems([*sorted(logdir.glob("*.log")), logdir / "send.stderr"])
         return row
     except Exception as exc:
@@ -1001,7 +1045,8 @@ def print_table(out: dict[str, Any]) -> None:
     if out["network"]["why"]:
         print(f"NOTE: {out['network']['why']}")
     head = (
-        f"{'N':>3} {'mode':<5} {'#':>1} {'Mbit':>5} {'last s':>7} {'med s':>7} {'T_LB s':>6} {'last/LB':>7} "
+        f"{'N':>3} {'mode':<5} {'auth':<6} {'#':>1} {'Mbit':>5} {'last s':>7} {'med s':>7} {'T_LB s':>6} "
+        f"{'last/LB':>7} "
         f"{'src/S':>6} {'veth/S':>6} {'cell/rel':>8} {'dup/S':>5} {'k':>2} {'rep':>3} {'drops':>6} {'cpu ours%':>9} "
         f"{'host%':>6}  notes"
     )
@@ -1025,8 +1070,11 @@ def print_table(out: dict[str, Any]) -> None:
             lp = r.get("log_problems", {})
             if lp.get("lines"):
                 notes.append(f"{lp['lines']} warn/err log lines")
+            if r.get("refused"):
+                notes.append(f"refused {r['refused']}")
             print(
-                f"{r['n']:>3} {r['mode']:<5} {r['run']:>1} {n_res['summary']['rate_mbit']:>5g} "
+                f"{r['n']:>3} {r['mode']:<5} {r.get('auth', 'open'):<6} {r['run']:>1} "
+                f"{n_res['summary']['rate_mbit']:>5g} "
                 f"{_f(r.get('last_s')):>7} "
                 f"{_f(r.get('median_s')):>7} {_f(r.get('t_lb_s')):>6} {_f(r.get('last_over_tlb')):>7} "
                 f"{_f(r.get('source_egress_over_s')):>6} {_f(r.get('source_veth_over_s')):>6} "
@@ -1038,7 +1086,8 @@ def print_table(out: dict[str, Any]) -> None:
     for n_res in out["results"]:
         s = n_res["summary"]
         print(
-            f"N={s['n']} at {s['rate_mbit']:g}/{s['cell_rate_mbit']:g} Mbit/s: tree last {_f(s['tree_last_s'])} s "
+            f"N={s['n']} ({s.get('auth', 'open')}) at {s['rate_mbit']:g}/{s['cell_rate_mbit']:g} Mbit/s: "
+            f"tree last {_f(s['tree_last_s'])} s "
             f"(median receiver {_f(s['tree_median_s'])} s; {s['tree_runs']} runs, medians) vs T_LB {s['t_lb_s']} s "
             f"= {_f(s['tree_last_over_tlb'])}x; star last {_f(s['star_last_s'])} s ({s['star_runs']} run(s)), "
             f"star theory N*S/u_src {s['star_theory_s']} s; speed-up over star {_f(s.get('speedup_over_star'), '{}')}x "
@@ -1156,6 +1205,14 @@ def main() -> int:
     ap.add_argument("--loopback", action="store_true", help="skip namespaces: unshaped loopback")
     ap.add_argument("--tmp", help="where the work directory goes (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the nodes' logs (payload copies are always deleted)")
+    ap.add_argument(
+        "--auth",
+        nargs="+",
+        choices=["domain", "open"],
+        default=["domain"],
+        help="how nodes authorise: 'domain' as deployed (the domain --allows the agents, agents trust their "
+        "domain only; default), 'open' (every node --open); several: interleaved run by run, summarised apart",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     if any(n < 1 or n > 200 for n in args.agents) or args.size_mib <= 0 or args.runs < 0 or args.star_runs < 0:
@@ -1205,25 +1262,29 @@ def main() -> int:
                 args.chunk_kib * 1024,
             )
             shape_all(setup, n)
-            plan: list[tuple[str, int]] = []
+            plan: list[tuple[str, int, str]] = []  # (mode, run, auth): the auth modes interleaved run by run
             for r in range(max(args.runs, args.star_runs)):
-                if r < args.runs:
-                    plan.append(("tree", r + 1))
-                if r < args.star_runs:
-                    plan.append(("star", r + 1))
+                for auth in args.auth:
+                    if r < args.runs:
+                        plan.append(("tree", r + 1, auth))
+                    if r < args.star_runs:
+                        plan.append(("star", r + 1, auth))
             if args.kill_relay:
-                plan += [("kill", r + 1) for r in range(args.kill_runs)]
+                plan += [("kill", r + 1, auth) for r in range(args.kill_runs) for auth in args.auth]
             rows = []
-            for mode, idx in plan:
+            for mode, idx, auth in plan:
                 bound = t_lb(n, size, rate, args.chunk_kib * 1024)
-                _note(f"N={n} {mode} run {idx} ({rate:g}/{cell:g} Mbit/s, T_LB {bound:.1f} s)")
-                row = one_run(setup, n, mode, idx)
+                _note(f"N={n} {mode} ({auth}) run {idx} ({rate:g}/{cell:g} Mbit/s, T_LB {bound:.1f} s)")
+                row = one_run(setup, n, mode, idx, auth)
                 _note(
                     f"  -> last {row.get('last_s')} s, median {row.get('median_s')} s, last/T_LB "
-                    f"{row.get('last_over_tlb')}, cpu {row.get('cpu', {}).get('host_pct')} % host"
+                    f"{row.get('last_over_tlb')}, cpu {row.get('cpu', {}).get('host_pct')} % host, "
+                    f"repairs {row.get('repairs')}, refused {row.get('refused')}"
                 )
                 rows.append(row)
-            results.append({"summary": summarise(n, rows, setup), "runs": rows})
+            for auth in args.auth:
+                mine = [r for r in rows if r["auth"] == auth]
+                results.append({"summary": {**summarise(n, mine, setup), "auth": auth}, "runs": mine})
     finally:
         kill_everything()
         if lan is not None:
@@ -1257,6 +1318,7 @@ def main() -> int:
             "rate_mbit": rates,
             "cell_rate_mbit": cells,
             "runs": args.runs,
+            "auth": args.auth,
             "star_runs": args.star_runs,
             "kill_runs": args.kill_runs if args.kill_relay else 0,
             "stripes": args.stripes,

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from .links.link import Link
     from .payload import PayloadService
 
-__all__ = ["CONTROL_SOCKET", "ControlServer", "control_request", "link_row", "loop_kind", "status_document"]
+__all__ = [
+    "CONTROL_SOCKET",
+    "ControlServer",
+    "control_request",
+    "document",
+    "link_row",
+    "loop_kind",
+    "send_command",
+    "status_document",
+]
 
 CONTROL_SOCKET: Final = "control.sock"
 _MAX_CONTROL_REQUEST: Final = 64 * 1024
@@ -94,6 +103,15 @@ def loop_kind() -> str:
     except RuntimeError:
         return "none"
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+def document(key: str, make: Callable[[], Any]) -> Command:
+    """A command that answers ``{key: make()}`` (``status``, ``peers``, ``routes``)."""
+
+    async def run(request: dict[str, Any], line: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        return {key: make()}
+
+    return run
 
 
 def send_command(payloads: PayloadService) -> Command:

@@ -17,14 +17,13 @@ import json
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .control import CONTROL_SOCKET, ControlServer, control_request, send_command, status_document
+from .control import CONTROL_SOCKET, ControlServer, control_request, document, send_command, status_document
 from .dispatch import Dispatch, Interceptor
-from .exceptions import EdgeAgentError, LinkClosed, LinkError, RequestTimeout, remote_error
+from .exceptions import EdgeAgentError, LinkClosed, LinkError, NoRoute, RequestTimeout, remote_error
 from .host import Pick, Service
 from .identity import Identity
 from .links.base import LinkOptions
@@ -32,6 +31,7 @@ from .links.link import Link
 from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
 from .nodeconfig import NodeConfig
+from .peers import PeerTable
 from .routing import Router, Traits
 from .services.netwatch import NetworkService
 from .services.registry import RegistryService
@@ -54,37 +54,6 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-class _Peers:
-    """The Host's PeerView: authorisation by configuration or the domain; records; the link table."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self.domains: set[NodeId] = set()
-
-    @property
-    def domain_ids(self) -> frozenset[NodeId]:
-        return frozenset(self.domains)
-
-    def authorised(self, node: NodeId) -> bool:
-        allow = self._node.config.allow
-        return allow is None or node in allow or node in self.domains
-
-    def is_domain(self, node: NodeId) -> bool:
-        return node in self.domains
-
-    def record(self, node: NodeId) -> PeerRecord | None:
-        return self._node.registry.records.get(node)
-
-    def records(self) -> Mapping[NodeId, PeerRecord]:
-        return self._node.registry.records
-
-    def links(self, node: NodeId) -> list[Link]:
-        return self._node.links.get(node, [])
-
-    def linked(self) -> Iterator[tuple[NodeId, list[Link]]]:
-        return ((p, ls) for p, ls in list(self._node.links.items()) if ls)
-
-
 class Node:
     """One agent (or domain): links, dispatch and the services mounted on them."""
 
@@ -93,7 +62,8 @@ class Node:
         self._state_dir = state_dir
         self.config = config
         self.started = time.time()
-        self.peers = _Peers(self)
+        self.peers = PeerTable(config.allow)
+        self.links = self.peers.by_peer  # the link table: peer -> its links (the first is used)
         self.dispatch = Dispatch(self.peers)
         forwards = config.forward if config.forward is not None else config.role == "domain"
         caps = tuple(config.link.capabilities) + (("relay",) if forwards else ())
@@ -108,7 +78,6 @@ class Node:
             role=config.role,
             capabilities=tuple(dict.fromkeys(caps)),
         )
-        self.links: dict[NodeId, list[Link]] = {}
         self.listeners: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._keepers: set[asyncio.Future[Any]] = set()  # the redial loops of the domain and static peers
@@ -117,8 +86,6 @@ class Node:
         self._pending: dict[int, asyncio.Future[Envelope]] = {}
         self._pending_on: dict[int, Link] = {}  # request id -> the link it left on
         self._dials: dict[NodeId, asyncio.Future[Link]] = {}  # dials under way (ensure_link shares them)
-        self.closed_bytes_sent = 0  # bytes sent on links since closed (egress accounting)
-        self.closed_sent_by_type: Counter[str] = Counter()  # frame bytes per message type on closed links
         self.services: list[Service] = []
 
         from .payload import PayloadService
@@ -126,6 +93,7 @@ class Node:
         from .stream import StreamService
 
         self.registry = self.mount(RegistryService(self, upload_bps=lambda: config.payload_upload_bps or 0.0))
+        self.peers.records_by_id = self.registry.records
         self.network = self.mount(
             NetworkService(
                 self,
@@ -135,13 +103,13 @@ class Node:
                 mdns=config.mdns,
                 mdns_listen_only=config.mdns_listen_only,
                 adopt_network=self._adopt_network,
-                reregister=self._reregister,
+                register=self.registry.register,
                 next_seq=self.registry.next_seq,
                 listen_port=lambda: self.listeners[0].port if self.listeners else None,
                 linked_or_dialing=lambda n: n in self.links or n in self._dials,
                 dial=self._dial_url,
                 adopt_link=self._on_link,
-                on_relay_change=self._relay_changed,
+                on_relay_change=lambda: setattr(self.routing, "report_due", True),
             )
         )
         self.payloads = PayloadService(
@@ -224,10 +192,6 @@ class Node:
     def listen_urls(self) -> list[str]:
         return [lst.url for lst in self.listeners]
 
-    def authorised(self, node: NodeId) -> bool:
-        """Whether ``node`` is authorised here (allow list, open mode, or a domain of this node)."""
-        return self.peers.authorised(node)
-
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coro)
         if name:
@@ -246,16 +210,7 @@ class Node:
             log.error("task %s failed", task.get_name(), exc_info=exc)
 
     def wire_bytes_sent(self) -> int:
-        live = sum(link.stats.bytes_sent for links in self.links.values() for link in links)
-        return live + self.closed_bytes_sent
-
-    def sent_by_type(self) -> Counter[str]:
-        """Frame bytes this node has sent per message type, over all its links, closed ones included."""
-        total = Counter(self.closed_sent_by_type)
-        for peer_links in self.links.values():
-            for link in peer_links:
-                total.update(link.stats.sent_by_type)
-        return total
+        return self.peers.wire_bytes_sent()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -279,9 +234,9 @@ class Node:
         self._control = ControlServer(
             self.state_dir,
             {
-                "status": lambda req, line: self._reply("status", self.status()),
-                "routes": lambda req, line: self._reply("routes", self.routes_json()),
-                "peers": lambda req, line: self._reply("peers", self.registry.peers_json()),
+                "status": document("status", self.status),
+                "routes": document("routes", self.routing.routes_json),
+                "peers": document("peers", self.registry.peers_json),
                 "send": send_command(self.payloads),
             },
         )
@@ -289,10 +244,6 @@ class Node:
         (self.state_dir / "node.json").write_text(
             json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
         )
-
-    @staticmethod
-    async def _reply(key: str, value: Any) -> dict[str, Any]:
-        return {key: value}
 
     async def stop(self) -> None:
         await self.network.aclose()  # mDNS goodbye packets first
@@ -354,7 +305,7 @@ class Node:
         )
 
     async def _on_link(self, link: Link) -> None:
-        self.links.setdefault(link.peer, []).append(link)
+        self.peers.add(link)
         log.info("link up: %s over %s (%s, %s)", link.peer, link.transport_kind, link.codec, link.cipher)
         for service in self.services:
             service.on_link_up(link.peer, link)
@@ -385,23 +336,17 @@ class Node:
             self._link_closed(link)
 
     def _link_closed(self, link: Link) -> None:
-        peers = self.links.get(link.peer, [])
-        if link in peers:
-            peers.remove(link)
-        if not peers:
-            self.links.pop(link.peer, None)
+        last = self.peers.remove(link)
         if not self._stopping:
             for service in self.services:
-                if peers:
-                    service.on_link_replaced(link.peer)
-                else:
+                if last:
                     service.on_link_down(link.peer)
+                else:
+                    service.on_link_replaced(link.peer)
         for mid, via in list(self._pending_on.items()):
             fut = self._pending.get(mid)
             if via is link and fut is not None and not fut.done():
                 fut.set_exception(link.close_error or LinkClosed(f"link to {link.peer} closed"))
-        self.closed_bytes_sent += link.stats.bytes_sent
-        self.closed_sent_by_type.update(link.stats.sent_by_type)
         self.routing.on_link_closed(link)
         log.info("link down: %s (%s)", link.peer, link.close_error)
 
@@ -494,8 +439,6 @@ class Node:
         return await asyncio.shield(pending)
 
     async def _dial_peer(self, peer: NodeId, addresses: tuple[str, ...], timeout: float) -> Link:
-        from .exceptions import NoRoute
-
         rec = self.registry.records.get(peer)
         urls = list(addresses) or (list(rec.addresses) if rec else [])
         errors = []
@@ -512,22 +455,10 @@ class Node:
             return link
         raise NoRoute(f"cannot link to {peer}: " + ("; ".join(errors) if errors else "no address known"))
 
-    # -- network changes -----------------------------------------------------------------------
-
     def _adopt_network(self, info: Any) -> None:
         self._link_options = dataclasses.replace(
             self._link_options, network_kind=info.kind, metered=info.metered, cost_per_gb=info.cost_per_gb
         )
-
-    def _relay_changed(self) -> None:
-        self.routing.report_due = True
-
-    async def _reregister(self) -> None:
-        for domain in sorted(self.peers.domains):
-            try:
-                await self.registry.register(domain)
-            except EdgeAgentError as exc:
-                log.warning("re-registering with %s failed: %s", domain, exc)
 
     # -- conveniences (the services' APIs) -----------------------------------------------------
 
@@ -559,11 +490,8 @@ class Node:
             role=self.config.role,
             listen=self.listen_urls,
             started=self.started,
-            links=[link for links in self.links.values() for link in links],
-            sent_by_type=self.sent_by_type(),
+            links=self.peers.every_link(),
+            sent_by_type=self.peers.sent_by_type(),
             services=self.services,
             extra={"refused": dict(self.dispatch.refused)},
         )
-
-    def routes_json(self) -> dict[str, Any]:
-        return self.routing.routes_json()

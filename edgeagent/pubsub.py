@@ -185,7 +185,7 @@ class PubSub(Service):
         return domains[0]
 
     def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
+        t = self.host.spawn(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
@@ -202,7 +202,7 @@ class PubSub(Service):
         unacked.append((seq, value, int(time.time() * 1000)))
         self.counters["published"] += 1
         if self._pub_task is None or self._pub_task.done():
-            self._pub_task = asyncio.ensure_future(self._pub_loop())
+            self._pub_task = self.host.spawn(self._pub_loop(), name="pubsub-publish")
         self._pub_wake.set()
         return seq
 
@@ -258,7 +258,7 @@ class PubSub(Service):
         self._pub_wake.set()
         if self._pub_task is not None and not self._pub_task.done():
             self._pub_task.cancel()
-            self._pub_task = asyncio.ensure_future(self._pub_loop())
+            self._pub_task = self.host.spawn(self._pub_loop(), name="pubsub-publish")
         for topic in self.subs:
             self._spawn(self._subscribe_remote(topic))
 
@@ -328,7 +328,7 @@ class PubSub(Service):
                 sub.queue.extend(sorted(keep + rest, key=lambda e: (e.publisher, e.seq)))
                 sub.wake.set()
         if sub.task is None or sub.task.done():
-            sub.task = asyncio.ensure_future(self._deliver_loop(req.topic, who, sub))
+            sub.task = self.host.spawn(self._deliver_loop(req.topic, who, sub), name="pubsub-deliver")
 
     async def on_unsubscribe(self, m: Inbound[Unsubscribe]) -> None:
         self._host_unsubscribe(m.source, m.body.topic)

@@ -507,7 +507,7 @@ class StreamService(Service):
         os.replace(ins.part, final)
         ins.path = final
         ins.complete = True
-        task = asyncio.ensure_future(self._hash(ins))
+        task = self.host.spawn(self._hash(ins), name="stream-hash")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.info("stream %s from %s complete: %d bytes -> %s", ins.stream_id.hex()[:8], ins.source, ins.size, final)

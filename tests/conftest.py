@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +12,8 @@ from edgeagent.exceptions import NoRoute
 from edgeagent.host import Host, Inbound, Pick, Service
 from edgeagent.identity import Identity
 from edgeagent.links.base import LinkOptions
-from edgeagent.wire import Envelope, Message, NodeId, PeerRecord
+from edgeagent.peers import PeerTable
+from edgeagent.wire import Envelope, Message, NodeId
 
 T = TypeVar("T")
 
@@ -50,42 +50,17 @@ class FakeLink:
         self.sent.append(env)
 
 
-@dataclass
-class FakePeers:
-    """PeerView: the allow list, domains, records and links are plain fields a test fills in."""
-
-    allow: set[NodeId] = field(default_factory=set)
-    domains: set[NodeId] = field(default_factory=set)
-    records_by_id: dict[NodeId, PeerRecord] = field(default_factory=dict)
-    links_by_id: dict[NodeId, list[Any]] = field(default_factory=dict)
-
-    @property
-    def domain_ids(self) -> frozenset[NodeId]:
-        return frozenset(self.domains)
-
-    def authorised(self, node: NodeId) -> bool:
-        return node in self.allow or node in self.domains
-
-    def is_domain(self, node: NodeId) -> bool:
-        return node in self.domains
-
-    def record(self, node: NodeId) -> PeerRecord | None:
-        return self.records_by_id.get(node)
-
-    def records(self) -> Mapping[NodeId, PeerRecord]:
-        return self.records_by_id
-
-    def links(self, node: NodeId) -> list[Any]:
-        return self.links_by_id.get(node, [])
-
-    def linked(self) -> Iterator[tuple[NodeId, list[Any]]]:
-        return ((p, ls) for p, ls in list(self.links_by_id.items()) if ls)
+def peer_table(*, allow: Iterable[NodeId] = (), domains: Iterable[NodeId] = ()) -> PeerTable:
+    """The node's own PeerView (``edgeagent.peers.PeerTable``), with an allow-list and domains filled in."""
+    table = PeerTable(set(allow))
+    table.domains.update(domains)
+    return table
 
 
 class FakeRoutes:
     """RouteView: every destination is reached over its own FakeLink (or fails with NoRoute)."""
 
-    def __init__(self, peers: FakePeers) -> None:
+    def __init__(self, peers: PeerTable) -> None:
         self.peers = peers
         self.generation = 0
         self.failures: list[Any] = []
@@ -121,7 +96,7 @@ class FakeHost:
         self.role = role
         self.link_options = LinkOptions()
         self.listen_urls: list[str] = []
-        self.peers = FakePeers()
+        self.peers = peer_table()
         self.routes = FakeRoutes(self.peers)
         self.sent: list[tuple[NodeId, Message]] = []
         self.replies: dict[type[Message], Callable[[NodeId, Message], Message]] = {}
@@ -147,7 +122,7 @@ class FakeHost:
         link = self.dialable.get(peer)
         if link is None:
             raise NoRoute(f"cannot link to {peer}")
-        self.peers.links_by_id.setdefault(peer, []).append(link)
+        self.peers.by_peer.setdefault(peer, []).append(link)
         return link
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from edgeagent.netcost.battery import BatteryState
 from edgeagent.netcost.detect import NetInfo
 from edgeagent.node import Node, NodeConfig
 from edgeagent.wire import NodeId, RoundStart, Update
+from tests.conftest import until as _until
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +41,6 @@ EXAMPLE_JOB = ROOT / "configs" / "job.example.toml"
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
-
-
-async def _until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def _digits(tmp: Path, n: int) -> tuple[list[Path], Path]:

@@ -470,12 +470,11 @@ async def test_a_receiver_asks_a_helper_only_beyond_what_its_parent_is_sending(t
     from edgeagent.payload.store import ChunkStore
     from edgeagent.wire import ChunkRequest
 
-
     host = FakeHost(tmp_path / "host")
     ident = host.identity
     parent, helper = Identity.generate().node_id, Identity.generate().node_id
     to_parent, to_helper = FakeLink(parent), FakeLink(helper)
-    host.peers.links_by_id[parent] = [to_parent]
+    host.peers.by_peer[parent] = [to_parent]
     host.dialable[helper] = to_helper
     man = make_manifest(os.urandom(10 * 1024), ident, chunk_size=1024, created_ms=1)
     state = ChunkStore(tmp_path / "store", fsync=False).open(man)

@@ -253,14 +253,20 @@ def test_slow_subscriber_does_not_slow_others_and_its_queue_is_bounded(env: dict
     try:
         # the fast subscribers are drained: what the domain still queues is the slow subscriber's queue
         hosted = _hosted(env, "slow-on")
+        slow_app = _status(Path(slow_sub.proc.info["state"]) / "0")["pubsub"]["delivered"]
     finally:
         slow_sub.proc.kill()
     print(
         f"\nlast fast delivery after the last publish: {base_lag:.0f} ms without a slow subscriber, "
         f"{slow_lag:.0f} ms with one; publisher done in {base_pub_s:.2f} s / {slow_pub_s:.2f} s; domain: {hosted}"
     )
-    assert 0 < hosted["queued"] <= QUEUE_MAX, hosted
+    # the domain holds at most QUEUE_MAX for the slow subscriber; what it fell behind by beyond that (and beyond
+    # what its own node buffers: its Subscription queue and the link's window) is dropped and counted. How much
+    # is still queued at the domain when the fast ones are done depends on how early the drops came (0 is
+    # possible: the slow node's buffers then hold the rest), so the slow one being behind is read from it.
+    assert hosted["queued"] <= QUEUE_MAX, hosted
     assert hosted["dropped"] > 0, hosted  # it fell behind by more than the queue: counted
+    assert slow_app < n - hosted["dropped"], (slow_app, hosted)  # still behind when the fast ones are done
     assert slow_lag <= base_lag + 1000, (base_lag, slow_lag)  # "about the same time"
     assert slow_pub_s <= base_pub_s + 1.0, (base_pub_s, slow_pub_s)  # nor is the publisher slowed
 

@@ -23,20 +23,10 @@ from edgeagent.links.base import LinkOptions
 from edgeagent.node import Node, NodeConfig
 from edgeagent.routing import Traits
 from edgeagent.wire import NodeId, ObjectMessage, Response
+from tests.conftest import until as _until
 from tests.procs import ProcGroup, cli, free_port, status
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_request_direct_bulk_via_relay_then_failover(tmp_path: Path) -> None:

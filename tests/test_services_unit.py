@@ -29,12 +29,12 @@ from edgeagent.wire import (
     PeerList,
     PeerRecord,
     Ping,
-    Publish,
     PubEntry,
+    Publish,
     Response,
     TreeAssign,
 )
-from tests.conftest import FakeHost, FakeLink, FakePeers
+from tests.conftest import FakeHost, FakeLink, peer_table
 
 # -- the policy gate --------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ def _ids(n: int) -> list[Identity]:
 
 async def test_the_gate_applies_each_declared_policy(tmp_path: Path) -> None:
     me, domain, friend, stranger, member = (i.node_id for i in _ids(5))
-    peers = FakePeers(allow={friend}, domains={domain})
+    peers = peer_table(allow={friend}, domains={domain})
     admitted = {member}
     probe = _Probe(
         {
@@ -111,7 +111,7 @@ async def test_the_gate_applies_each_declared_policy(tmp_path: Path) -> None:
 
 async def test_unserved_types_are_answered_unsupported_and_spies_see_what_is_admitted(tmp_path: Path) -> None:
     me, friend = (i.node_id for i in _ids(2))
-    d = Dispatch(FakePeers(allow={friend}))
+    d = Dispatch(peer_table(allow={friend}))
     probe = _Probe({Publish: Policy(Sender.AUTHORISED)})
     d.add(probe)
     seen: list[Message] = []

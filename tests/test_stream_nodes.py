@@ -21,6 +21,7 @@ from edgeagent.identity import Identity
 from edgeagent.links.base import LinkOptions
 from edgeagent.node import Node, NodeConfig
 from edgeagent.wire import NodeId
+from tests.conftest import until
 from tests.procs import ProcGroup, free_port, rss_kib, status
 
 pytestmark = pytest.mark.slow
@@ -82,8 +83,14 @@ async def test_256mib_stream_survives_a_route_change_with_bounded_memory(tmp_pat
             assert result.size == SIZE and result.route_changes >= 1
             assert "metered" not in result.routes[0] and "metered" in result.routes[-1], result.routes
             assert result.resent_bytes <= 8 << 20
-            streams = [s for s in status(c.info["state"])["streams"] if s["complete"]]
-            assert streams and streams[0]["size"] == SIZE and streams[0]["sha256"] == digest
+            # the receiver hashes a finished stream in the background (for status): give it a moment
+            streams = await until(
+                lambda: [s for s in status(c.info["state"])["streams"] if s["complete"] and s["sha256"]],
+                15,
+                "the receiver to hash the finished stream",
+                interval=0.5,
+            )
+            assert streams[0]["size"] == SIZE and streams[0]["sha256"] == digest
             # bounded memory: neither end holds the stream (256 MiB); a window is 8 MiB
             assert peak["c"] - c_rss0 < 48 << 10, (c_rss0, peak)
             assert peak["a"] - a_rss0 < 48 << 10, (a_rss0, peak)

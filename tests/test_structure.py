@@ -16,7 +16,7 @@ from edgeagent.dispatch import Dispatch
 from edgeagent.exceptions import ConfigError
 from edgeagent.host import Policy, Sender, Service, on
 from edgeagent.wire import Ping
-from tests.conftest import FakePeers
+from tests.conftest import peer_table
 
 from .procs import free_port
 
@@ -91,7 +91,7 @@ class _Echo(Service):
 
 
 def test_a_message_type_served_twice_is_an_error_at_start() -> None:
-    d = Dispatch(FakePeers())
+    d = Dispatch(peer_table())
     d.add(_Echo())
     with pytest.raises(ConfigError, match="Ping is served twice"):
         d.add(_Echo())

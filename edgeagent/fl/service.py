@@ -114,7 +114,7 @@ class FlDomain(Service):
         }
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._task = self.host.spawn(self._run(), name=f"fl-job-{self.spec.id}")
 
     def status_fields(self) -> dict[str, Any]:
         return {"fl": self.status()}
@@ -449,7 +449,7 @@ class FlDevice(Service):
         return (True, why) if ok else (False, why)
 
     def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
+        t = self.host.spawn(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 

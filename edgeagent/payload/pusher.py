@@ -57,7 +57,7 @@ class PusherRole(_Roles):
             return
         s.child_have[child] = bits
         if any(child in kids for kids in s.children.values()):
-            s.pushers[child] = asyncio.ensure_future(self._push(s, child))
+            s.pushers[child] = self.host.spawn(self._push(s, child), name="payload-push")
 
     async def _update_pushers(self, s: _Session) -> None:
         kids = {c for cs in s.children.values() for c in cs}
@@ -66,7 +66,7 @@ class PusherRole(_Roles):
                 s.pushers.pop(child)  # it stops by itself before its next chunk (cancelling mid-frame kills the link)
         for child in kids:
             if child in s.child_have and child not in s.pushers:
-                s.pushers[child] = asyncio.ensure_future(self._push(s, child))
+                s.pushers[child] = self.host.spawn(self._push(s, child), name="payload-push")
 
     async def _push(self, s: _Session, child: NodeId) -> None:
         """Send ``child`` every chunk of the stripes it hangs under this node for, that it lacks, as they arrive.

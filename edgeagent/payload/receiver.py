@@ -73,7 +73,9 @@ class ReceiverRole(_Roles):
                 s.complete_event.set()
             s.ordered = set(s.order)
             self.sessions[pid] = s
-            s.reporter = asyncio.ensure_future(self._report_loop(s))
+            if (opened := self._opened.pop(pid, None)) is not None:
+                opened.set()  # wait_complete() callers waiting for the assignment
+            s.reporter = self.host.spawn(self._report_loop(s), name="payload-report")
             early = self._early.pop(pid, [])
         else:
             early = []
@@ -119,7 +121,7 @@ class ReceiverRole(_Roles):
         if s.attacher is not None and not s.attacher.done():
             s.reattach = True
             return
-        s.attacher = asyncio.ensure_future(self._attach_loop(s))
+        s.attacher = self.host.spawn(self._attach_loop(s), name="payload-attach")
         self._tasks.add(s.attacher)
         s.attacher.add_done_callback(self._tasks.discard)
 
@@ -333,17 +335,15 @@ class ReceiverRole(_Roles):
 
     async def wait_complete(self, pid: bytes, timeout: float) -> Path:
         """Until the payload ``pid`` (assigned to this node) is whole here; its file."""
-        deadline = time.monotonic() + timeout
-        while True:
-            s = self.sessions.get(pid)
-            if s is not None and s.state is not None and s.state.complete and s.state.path is not None:
-                return s.state.path
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise PayloadError(f"payload {pid.hex()[:12]} did not arrive within {timeout:.1f}s")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, 1.0)):
-                    if s is None:
-                        await asyncio.sleep(0.05)  # not assigned yet
-                    else:
-                        await s.complete_event.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                s = self.sessions.get(pid)
+                if s is None:  # not assigned yet: until it is
+                    await self._opened.setdefault(pid, asyncio.Event()).wait()
+                    s = self.sessions[pid]
+                await s.complete_event.wait()
+        except TimeoutError:
+            self._opened.pop(pid, None)
+            raise PayloadError(f"payload {pid.hex()[:12]} did not arrive within {timeout:.1f}s") from None
+        assert s.state is not None and s.state.path is not None  # complete: renamed into place
+        return s.state.path

@@ -77,6 +77,7 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
         self.sessions: dict[bytes, _Session] = {}
         self.plans: dict[bytes, _Plan] = {}
         self._early: dict[bytes, list[tuple[NodeId, Any]]] = {}  # messages that arrived before their assignment
+        self._opened: dict[bytes, asyncio.Event] = {}
         self.sent_by_kind: Counter[str] = Counter()
         self._flip = bool(os.environ.get(FAULT_FLIP_ENV))
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -148,7 +149,7 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
         """
         for s in self.sessions.values():
             if peer in s.child_have and peer not in s.pushers and any(peer in k for k in s.children.values()):
-                s.pushers[peer] = asyncio.ensure_future(self._push(s, peer))
+                s.pushers[peer] = self.host.spawn(self._push(s, peer), name="payload-push")
         for plan in self.plans.values():
             if peer in plan.members and not plan.done.is_set():
                 plan.heard_at[peer] = time.monotonic()

@@ -205,6 +205,7 @@ class _Roles:
     plans: dict[bytes, _Plan]
     sent_by_kind: Counter[str]
     _early: dict[bytes, list[tuple[NodeId, Any]]]
+    _opened: dict[bytes, asyncio.Event]  # payloads someone waits to be assigned here (wait_complete)
     _flip: bool
     pacer: Pacer
     _tasks: set[asyncio.Future[Any]]

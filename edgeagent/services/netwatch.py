@@ -36,7 +36,7 @@ class NetworkService(Service):
         mdns: str,
         mdns_listen_only: bool,
         adopt_network: Callable[[Any], None],
-        reregister: Callable[[], Awaitable[None]],
+        register: Callable[[NodeId], Awaitable[Any]],
         next_seq: Callable[[], int],
         listen_port: Callable[[], int | None],
         linked_or_dialing: Callable[[NodeId], bool],
@@ -51,7 +51,7 @@ class NetworkService(Service):
         self.mdns_mode = mdns
         self.mdns_listen_only = mdns_listen_only
         self._adopt_network = adopt_network
-        self._reregister = reregister
+        self._register = register
         self._next_seq = next_seq
         self._listen_port = listen_port
         self._linked_or_dialing = linked_or_dialing
@@ -126,7 +126,11 @@ class NetworkService(Service):
             )
             with contextlib.suppress(Exception):
                 await self.mdns.update(record)
-        await self._reregister()
+        for domain in sorted(self.host.peers.domain_ids):
+            try:
+                await self._register(domain)
+            except EdgeAgentError as exc:
+                log.warning("re-registering with %s failed: %s", domain, exc)
 
     # -- mDNS -------------------------------------------------------------------------------------
 
