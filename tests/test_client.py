@@ -34,6 +34,7 @@ from edgeagent.wire import (
     SearchMessage,
     Tensor,
 )
+from tests.conftest import until
 
 NAMES = ("a", "b", "sci")
 
@@ -43,9 +44,7 @@ def t(array: Any, dtype: str = "float32") -> Tensor:
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)
+    await until(cond, timeout, "the condition", interval=0.01)
 
 
 @dataclass

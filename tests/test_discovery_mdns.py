@@ -7,9 +7,8 @@ namespaces cannot be made.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from edgeagent.discovery import SERVICE_TYPE, MdnsRecord, sign_txt, verify_txt
 from edgeagent.exceptions import DecodeError, SignatureError
 from edgeagent.identity import Identity
 from edgeagent.node import Node, NodeConfig
+from tests.conftest import until
 
 from .netns import Netns, netns_or_skip
 
@@ -78,10 +78,8 @@ def inside(netns: Netns) -> Iterator[Netns]:
         yield netns
 
 
-async def _wait(cond: object, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
+async def _wait(cond: Callable[[], object], timeout: float) -> None:
+    await until(cond, timeout, "the condition")
 
 
 async def _forged_advertiser(victim: Identity) -> object:

@@ -40,6 +40,7 @@ from edgeagent.links.webrtc import (
     verify_sdp,
 )
 from edgeagent.wire import Answer, Candidate, Chunk, Envelope, Offer
+from tests.conftest import until
 
 from .netns import Netns, Procs, netns_or_skip, role_argv
 
@@ -501,9 +502,7 @@ def test_webrtc_between_two_processes_signalled_through_a_relay(netns: Netns, tm
 
 
 async def _wait_for(cond: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.05)
+    await until(cond, timeout, "the condition")
 
 
 async def test_nodes_open_webrtc_through_their_domain(inside: Netns, tmp_path: Path) -> None:

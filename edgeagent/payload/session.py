@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from ..links.link import Link
 
 
-log = logging.getLogger(__name__)
+#: one logger for the payload roles (source, receiver, pusher): "edgeagent.payload.service", the name its
+#: lines have always had (operators and bench/bcast.py read "payload ID complete" lines by it)
+log = logging.getLogger("edgeagent.payload.service")
 CACHE_CHUNKS: Final = 32  # verified chunks kept in memory for cut-through forwarding
 #: A node serves the children that relay a stripe first: a leaf child's pusher stays at most this
 #: many of the stripe's chunks ahead of its slowest relaying sibling. Without it a parent's upload
