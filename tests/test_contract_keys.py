@@ -204,9 +204,9 @@ async def test_contract_keys(tmp_path: Path) -> None:
         cleanup.push_async_callback(domain.stop)
         await domain.start()
         for n, ident in enumerate(ids[1:]):
-            # devices open (like `run --open`): with the default allow-list a parent's first payload
-            # message can beat the child's TreeAssign, be refused, and stall the send for 15 s
-            cfg = NodeConfig(domain=domain.listen_urls[0], allow=None, **COMMON)
+            # as deployed: each device authorises only its domain (a parent admits its payload children
+            # by the payload's policy; before that, a child's early Have was refused and the send stalled)
+            cfg = NodeConfig(domain=domain.listen_urls[0], **COMMON)
             dev = Node(ident, tmp_path / f"a{n}", cfg)
             nodes.append(dev)
             cleanup.push_async_callback(dev.stop)
