@@ -16,7 +16,7 @@ Targets: discovery-to-link <= 2 s over mDNS, <= 0.5 s via the registry; idle mDN
    (Node._on_discovered), so rounds alternate "B dials A" / "A dials B" and are also reported apart.
 2. Registry (``registry``, 127.0.0.1 only, mDNS off): a domain node and an already-registered device A;
    device B starts with ``domain=url``. Timed from just before ``B.start()`` until B's registration is
-   answered with A's record in ``B.peer_records``, and until B holds an authenticated link to A dialled
+   answered with A's record in ``B.registry.records``, and until B holds an authenticated link to A dialled
    by this script from the record's address: the Node does not dial registry peers by itself yet.
 3. Idle traffic (``idle``): N agents (default 3) on an emulated LAN (namespaces joined by a bridge,
    ``mdns="auto"`` on each host's eth0; falls back to one namespace and ``lo``), counted with an
@@ -386,7 +386,7 @@ async def _registry_rounds(rounds: int, tmp: Path) -> dict[str, Any]:
                 t_started = time.perf_counter()
                 await asyncio.wait_for(b.registered.wait(), LINK_TIMEOUT_S)
                 t_reg = time.perf_counter()
-                record = b.peer_records.get(a_id)
+                record = b.registry.records.get(a_id)
                 if record is None:  # not in the first answer: the registry's answer did not list A
                     row["error"] = "A not in B's first peer list"
                 else:

@@ -39,8 +39,9 @@ def _state(args: argparse.Namespace) -> Path:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .identity import Identity
+    from .statedir import prepare as prepare_state_dir
 
-    ident, created = Identity.load_or_create(_state(args))
+    ident, created = Identity.load_or_create(prepare_state_dir(_state(args)))
     path = _state(args) / "identity.key"
     if args.json:
         print(json.dumps({"node_id": str(ident.node_id), "created": created, "key_file": str(path)}))
@@ -108,8 +109,9 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
     from .links.websocket import client_tls, server_tls
     from .node import Node, NodeConfig
     from .routing import Priors
+    from .statedir import prepare as prepare_state_dir
 
-    state = _state(args)
+    state = prepare_state_dir(_state(args))  # before the key is read from it
     ident, _ = Identity.load_or_create(state)
     allow = None if args.open else set(args.allow or ())
     from .netcost import Override, detect, load_netcost

@@ -233,7 +233,7 @@ class DomainClient(Client):
 
     def __init__(self, node: Node, domain: NodeId | None = None, **kw: Any) -> None:
         if domain is None:
-            ids = sorted(node.domain_ids)
+            ids = sorted(node.peers.domain_ids)
             if not ids:
                 raise NoRoute("this node has no domain link yet")
             domain = ids[0]

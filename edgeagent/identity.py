@@ -7,6 +7,7 @@ is refused, as ssh does, because anyone who reads it can impersonate the node.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -50,7 +51,7 @@ class Identity:
         )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             raise IdentityError(f"{path} already exists; refusing to overwrite a node key") from None
         except OSError as exc:
@@ -61,19 +62,26 @@ class Identity:
 
     @classmethod
     def load(cls, path: Path) -> Identity:
-        """Read a key file; refuses files readable by group or others."""
+        """Read a key file; refuses a symlink, and a file readable by group or others."""
         try:
-            st = path.stat()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise IdentityError(f"no key at {path}; run `edgeagent keygen --state {path.parent}`") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IdentityError(f"{path} is a symbolic link; a node key must be a file of its own") from None
             raise IdentityError(f"cannot read {path}: {exc.strerror}") from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise IdentityError(
-                f"{path} is accessible by others (mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {path}`"
-            )
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise IdentityError(f"{path} is not a regular file")
+            if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise IdentityError(
+                    f"{path} is accessible by others (mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {path}`"
+                )
+            raw = fh.read()
         try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(raw, password=None)
         except (ValueError, TypeError) as exc:
             raise IdentityError(f"{path} is not a valid unencrypted PEM key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):

@@ -1,12 +1,8 @@
-"""The asyncio driver: the node's lifecycle, its link table, dispatch with one policy gate, and
-pending replies. Everything else is a service mounted on it (``edgeagent.host``).
+"""The asyncio driver: lifecycle, the link table, dispatch through one policy gate, pending replies.
 
-A Node listens on its URLs, keeps links to its domain and static peers up
-(reconnecting with backoff), hands every envelope addressed to it to the one
-service registered for its type once that type's declared policy admits the
-sender, forwards the rest (``services.routes``), and serves the local control
-API (``control.py``).
-"""
+A Node listens, keeps links to its domain and static peers up (reconnecting with backoff), hands each
+envelope for it to the one service registered for its type (``edgeagent.host``), forwards the rest
+(``services.routes``) and serves ``control.sock`` (``control.py``)."""
 
 from __future__ import annotations
 
@@ -38,7 +34,9 @@ from .services.registry import RegistryService
 from .services.routes import RoutingConfig, RoutingService, traits_of
 from .services.rtc import RtcService
 from .services.worker import WorkerService
-from .wire import Envelope, Error, ErrorCode, Message, NodeId, PeerRecord
+from .statedir import StateLock, write_private
+from .statedir import prepare as prepare_state_dir
+from .wire import Envelope, Error, ErrorCode, Message, NodeId
 from .worker import ObjectStore, Permissions, Worker
 
 __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
@@ -46,12 +44,6 @@ __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _FIRST_PINGS: Final = 4  # RTT samples taken when a link comes up (averaged)
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen (its failure is reported to whoever awaited it, if anyone)."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 class Node:
@@ -87,6 +79,8 @@ class Node:
         self._pending_on: dict[int, Link] = {}  # request id -> the link it left on
         self._dials: dict[NodeId, asyncio.Future[Link]] = {}  # dials under way (ensure_link shares them)
         self.services: list[Service] = []
+        self._lock = StateLock(state_dir)  # taken by start(), after prepare() checked the directory
+        self._started = False
 
         from .payload import PayloadService
         from .pubsub import PubSub
@@ -180,15 +174,6 @@ class Node:
         return self.routing.router
 
     @property
-    def peer_records(self) -> dict[NodeId, PeerRecord]:
-        return self.registry.records
-
-    @property
-    def domain_ids(self) -> set[NodeId]:
-        """NodeIds of this node's domains (learnt when their links come up)."""
-        return set(self.peers.domains)
-
-    @property
     def listen_urls(self) -> list[str]:
         return [lst.url for lst in self.listeners]
 
@@ -215,7 +200,17 @@ class Node:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Lock the state directory (0700, ours, not writable by others), listen, link, serve control.sock."""
+        prepare_state_dir(self.state_dir)
+        self._lock.acquire()
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _start(self) -> None:
         await self.network.start()
         for url in self.config.listen:
             self.listeners.append(
@@ -241,11 +236,13 @@ class Node:
             },
         )
         await self._control.start()
-        (self.state_dir / "node.json").write_text(
-            json.dumps({"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls})
-        )
+        info = {"node_id": str(self.identity.node_id), "pid": os.getpid(), "listen": self.listen_urls}
+        write_private(self.state_dir / "node.json", json.dumps(info).encode())
 
     async def stop(self) -> None:
+        if not self._started:  # never started (or refused the state directory): it owns nothing there
+            self._stopped.set()
+            return
         await self.network.aclose()  # mDNS goodbye packets first
         # stop redialling first (a keeper closes its link when cancelled), then close every
         # other link before cancelling the tasks that serve them
@@ -274,6 +271,7 @@ class Node:
             if service is not self.network:
                 with contextlib.suppress(Exception):
                     await service.aclose()
+        self._lock.release()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -435,7 +433,8 @@ class Node:
             pending = asyncio.ensure_future(self._dial_peer(peer, addresses, timeout))
             self._dials[peer] = pending
             pending.add_done_callback(lambda _: self._dials.pop(peer, None))
-            pending.add_done_callback(_retrieve)  # a dial all its callers stopped waiting for
+            # mark its failure seen: it is reported to whoever still awaits it, if anyone
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
         return await asyncio.shield(pending)
 
     async def _dial_peer(self, peer: NodeId, addresses: tuple[str, ...], timeout: float) -> Link:

@@ -86,7 +86,9 @@ async def network(
             await nodes[name].start()
         dom_id = domain.identity.node_id
         await wait_for(
-            lambda: len(domain.links) == len(names) and all(dom_id in n.links and n.domain_ids for n in nodes.values())
+            lambda: (
+                len(domain.links) == len(names) and all(dom_id in n.links and n.peers.domains for n in nodes.values())
+            )
         )
         if domain_allow is None:  # registration (a request of its own) is done before the test looks at _pending
             await wait_for(lambda: all(n.registered.is_set() for n in nodes.values()))
@@ -272,7 +274,7 @@ async def test_a_direct_link_is_used_when_there_is_one(tmp_path: Path) -> None:
         sci = Node(sci_ident, tmp_path / "sci", NodeConfig(domain=net.domain.listen_urls[0], peers=net.a.listen_urls))
         await sci.start()
         try:
-            await wait_for(lambda: net.id("a") in sci.links and bool(sci.domain_ids))
+            await wait_for(lambda: net.id("a") in sci.links and bool(sci.peers.domain_ids))
             forwarded = net.domain.routing.forwarded
             dev = DeviceClient(sci, net.id("a"))
             p = await dev.send(b"direct")

@@ -181,13 +181,13 @@ async def test_switch_to_cellular_is_readvertised_within_5s_and_stops_relaying(i
         await phone.start()
         await watcher.start()
         pid = phone.identity.node_id
-        await _wait(lambda: pid in watcher.network.mdns.peers and pid in domain.peer_records, 15)
+        await _wait(lambda: pid in watcher.network.mdns.peers and pid in domain.registry.records, 15)
         assert watcher.network.mdns.peers[pid].record.network_kind == "wifi" and phone.network.may_relay[0]
-        assert not domain.peer_records[pid].metered
+        assert not domain.registry.records[pid].metered
         current[0] = info("cellular", True)  # the switch
         t0 = time.monotonic()
         seen = watcher.network.mdns.peers
-        await _wait(lambda: seen[pid].record.network_kind == "cellular" and domain.peer_records[pid].metered, 5)
+        await _wait(lambda: seen[pid].record.network_kind == "cellular" and domain.registry.records[pid].metered, 5)
         elapsed = time.monotonic() - t0
         assert elapsed < 5
         assert watcher.network.mdns.peers[pid].record.metered

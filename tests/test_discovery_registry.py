@@ -27,8 +27,8 @@ async def test_devices_register_and_learn_each_other_without_mdns(tmp_path: Path
             devices.append(node)
         for node in devices:
             await asyncio.wait_for(node.registered.wait(), 10)
-        assert set(domain.peer_records) == {n.identity.node_id for n in devices}
-        rec = domain.peer_records[devices[0].identity.node_id]
+        assert set(domain.registry.records) == {n.identity.node_id for n in devices}
+        rec = domain.registry.records[devices[0].identity.node_id]
         assert rec.lan_group == "127.0.0.0/24"  # set by the domain from where it sees the device
         assert rec.addresses == tuple(devices[0].listen_urls)
         verify_struct(rec, rec.node_id)  # still verifies: lan_group is outside the signature
@@ -54,8 +54,8 @@ async def test_registry_refuses_a_record_for_another_node(tmp_path: Path) -> Non
         stolen = sign_struct(PeerRecord(other.node_id, 1), other)  # validly signed, but not the sender's
         with pytest.raises(RemoteError, match="only register itself"):
             await device.request(domain.identity.node_id, stolen)
-        assert other.node_id not in domain.peer_records
-        seq = domain.peer_records[device.identity.node_id].seq
+        assert other.node_id not in domain.registry.records
+        seq = domain.registry.records[device.identity.node_id].seq
         assert device.registry.own_record().seq > seq  # sequence numbers only grow
     finally:
         await device.stop()

@@ -178,7 +178,7 @@ async def test_configured_upload_is_advertised_and_planned_with(tmp_path: Path) 
         slow, other = agents[0].identity.node_id, agents[1].identity.node_id
         assert agents[0].registry.own_record().upload_bps == 2.5e6
         assert agents[1].registry.own_record().upload_bps == 0.0  # unknown
-        assert domain.peer_records[slow].upload_bps == 2.5e6
+        assert domain.registry.records[slow].upload_bps == 2.5e6
         assert domain.payloads._member(slow).upload_bps == 2.5e6
         assert domain.payloads._member(other).upload_bps == 0.0
     finally:
@@ -341,7 +341,7 @@ async def test_blake3_only_when_every_receiver_advertises_it(fleet: tuple[Node, 
         pytest.skip("the blake3 package is not installed on this machine")
     domain, agents = fleet
     ids = [a.identity.node_id for a in agents]
-    assert all("blake3" in domain.peer_records[i].capabilities for i in ids)  # advertised by every agent
+    assert all("blake3" in domain.registry.records[i].capabilities for i in ids)  # advertised by every agent
     assert domain.payloads.hash_for(ids) == "blake3"
     data = os.urandom(3 * 256 * 1024)
     path = tmp_path / "b3.bin"
@@ -353,8 +353,8 @@ async def test_blake3_only_when_every_receiver_advertises_it(fleet: tuple[Node, 
         s = a.payloads.sessions[bytes.fromhex(res.payload_id)]
         assert s.manifest.hash_alg == "blake3" and s.complete
     # one receiver without the capability: SHA-256 for everyone
-    rec = domain.peer_records[ids[0]]
-    domain.peer_records[ids[0]] = dataclasses.replace(
+    rec = domain.registry.records[ids[0]]
+    domain.registry.records[ids[0]] = dataclasses.replace(
         rec, capabilities=tuple(c for c in rec.capabilities if c != "blake3")
     )
     assert domain.payloads.hash_for(ids) == "sha256"
