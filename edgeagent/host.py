@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .routing import Traits
 
 __all__ = [
+    "ChangeSignal",
     "Handler",
     "Host",
     "Inbound",
@@ -270,6 +271,28 @@ class Service:
 
     async def aclose(self) -> None:
         """Stop the service's tasks and release what it holds."""
+
+
+class ChangeSignal:
+    """A generation count that grows on every change, and a wait for the next change (no polling)."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = asyncio.Event()
+
+    def note(self) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, *others: asyncio.Event) -> None:
+        """Until one of ``others`` is set or the next change is noted."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (*others, self._event)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
 
 def on(policy: Policy, handler: Callable[[Inbound[M]], Awaitable[None]]) -> Registration:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeagent.exceptions import NoRoute
-from edgeagent.host import Host, Inbound, Pick, Service
+from edgeagent.host import ChangeSignal, Host, Inbound, Pick, Service
 from edgeagent.identity import Identity
 from edgeagent.links.base import LinkOptions
 from edgeagent.peers import PeerTable
@@ -62,9 +62,12 @@ class FakeRoutes:
 
     def __init__(self, peers: PeerTable) -> None:
         self.peers = peers
-        self.generation = 0
         self.failures: list[Any] = []
-        self._changed = asyncio.Event()
+        self._changes = ChangeSignal()
+
+    @property
+    def generation(self) -> int:
+        return self._changes.generation
 
     def pick(self, dst: NodeId, traits: Any) -> Pick:
         links = self.peers.links(dst)
@@ -74,17 +77,10 @@ class FakeRoutes:
 
     def failed(self, link: Any) -> None:
         self.failures.append(link)
-        self.generation += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.note()
 
     async def wait_change(self, *others: asyncio.Event) -> None:
-        waits = [asyncio.ensure_future(e.wait()) for e in (*others, self._changed)]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await self._changes.wait(*others)
 
 
 class FakeHost:

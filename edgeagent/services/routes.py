@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import EdgeAgentError, LinkError, NoRoute
-from ..host import Host, Inbound, Pick, Policy, Registration, Sender, Service, on
+from ..host import ChangeSignal, Host, Inbound, Pick, Policy, Registration, Sender, Service, on
 from ..routing import Choice, Priors, Router, RouteTable, Traits, rank
 from ..wire import (
     Chunk,
@@ -93,8 +93,7 @@ class RoutingService(Service):
         self.rerouted = 0
         self.route_counts: Counter[str] = Counter()
         self.mode_counts: Counter[str] = Counter()  # delivery modes chosen per message (routing.choose_mode)
-        self._generation = 0
-        self._changed = asyncio.Event()
+        self._changes = ChangeSignal()
         self.report_due = True
         self._report_sent = -math.inf
         self._told_relaying = False
@@ -145,7 +144,7 @@ class RoutingService(Service):
 
     @property
     def generation(self) -> int:
-        return self._generation
+        return self._changes.generation
 
     def pick(self, dst: NodeId, traits: Traits) -> Pick:
         """The route the policy picks for ``traits``; without one known, the domain's link (it forwards)."""
@@ -185,17 +184,10 @@ class RoutingService(Service):
             self.router.table.record(lid, True, time.monotonic())
 
     def _note_change(self) -> None:
-        self._generation += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.note()
 
     async def wait_change(self, *others: asyncio.Event) -> None:
-        waits = [asyncio.ensure_future(e.wait()) for e in (*others, self._changed)]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await self._changes.wait(*others)
 
     # -- forwarding (domains always; devices that opted in while unmetered) ---------------------
 
