@@ -8,6 +8,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from edgeagent.exceptions import NoRoute
 from edgeagent.host import ChangeSignal, Host, Inbound, Pick, Service
 from edgeagent.identity import Identity
@@ -153,6 +155,12 @@ class FakeHost:
         before = len(link.sent)
         await reg.handler(Inbound(body, env, link, self))
         return list(link.sent[before:])
+
+
+@pytest.fixture
+def fake_host(tmp_path: Path) -> FakeHost:
+    """A FakeHost with its state directory under the test's tmp_path."""
+    return FakeHost(tmp_path / "host")
 
 
 def _is_host(h: FakeHost) -> Host:

@@ -161,8 +161,8 @@ async def test_payload_membership_admits_only_that_payloads_messages(tmp_path: P
     await svc.aclose()
 
 
-async def test_pubsub_takes_deliveries_only_from_its_home(tmp_path: Path) -> None:
-    host = FakeHost(tmp_path)
+async def test_pubsub_takes_deliveries_only_from_its_home(fake_host: FakeHost) -> None:
+    host = fake_host
     home, friend = (i.node_id for i in _ids(2))
     host.peers.domains.add(home)
     host.peers.allow.add(friend)
