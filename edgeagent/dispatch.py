@@ -41,9 +41,6 @@ class Dispatch:
                 raise ConfigError(f"{kind.__name__} is served twice (by {service.name!r} and another service)")
             self._table[kind] = reg
 
-    def served(self, kind: type[Message]) -> bool:
-        return kind in self._table
-
     def intercept(self, kind: type[Message], spy: Interceptor) -> Callable[[], None]:
         """Call ``spy`` with each admitted ``kind`` before its handler (False skips it); returns the remover."""
         spies = self._spies.setdefault(kind, [])

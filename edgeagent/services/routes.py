@@ -137,9 +137,6 @@ class RoutingService(Service):
             self._note_change()
         self.report_due = True
 
-    def link_id(self, link: Link) -> str | None:
-        return self._link_ids.get(id(link))
-
     # -- RouteView -----------------------------------------------------------------------------
 
     @property
