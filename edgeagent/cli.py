@@ -149,6 +149,7 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         hop_report_interval=cfg.routing.hop_report_interval,
         payload_upload_bps=cfg.payload.upload_mbit * 1e6 / 8 if cfg.payload.upload_mbit else None,
         payload_quota=cfg.payload.quota_mb << 20 if cfg.payload.quota_mb else None,
+        resources=cfg.resources,
         fl_job=_job(args),
         fl_data=Path(args.data) if getattr(args, "data", None) else None,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .limits import ResourceLimits, machine_memory
 from .wire.limits import Limits
 
 __all__ = [
@@ -127,6 +128,7 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     payload: PayloadConfig = field(default_factory=PayloadConfig)
+    resources: ResourceLimits | None = None  # the [limits] table (None: scaled to this machine)
     source: Path | None = None
 
 
@@ -281,7 +283,7 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     data = read_toml(path)
-    known = {"wire", "link", "tls", "discovery", "routing", "payload"}
+    known = {"wire", "link", "tls", "discovery", "routing", "payload", "limits"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: unknown table or key {key!r} (known: {', '.join(sorted(known))})")
@@ -291,4 +293,12 @@ def load_config(path: Path | None) -> Config:
     disc = _discovery(data["discovery"], path) if "discovery" in data else DiscoveryConfig()
     routing = _routing(data["routing"], path) if "routing" in data else RoutingConfig()
     payload = _payload(data["payload"], path) if "payload" in data else PayloadConfig()
-    return Config(limits=limits, link=link, tls=tls, discovery=disc, routing=routing, payload=payload, source=path)
+    resources = None
+    if "limits" in data:
+        if not isinstance(data["limits"], dict):
+            raise ConfigError(f"{path}: [limits] must be a table")
+        try:
+            resources = ResourceLimits.from_table(data["limits"], ResourceLimits.scaled(machine_memory()))
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return Config(limits, link, tls, disc, routing, payload, resources, path)

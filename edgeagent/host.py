@@ -29,6 +29,7 @@ from .wire import Envelope, Error, ErrorCode, Message, NodeId, PeerRecord, Route
 
 if TYPE_CHECKING:
     from .identity import Identity
+    from .limits import Limiter
     from .links.base import LinkOptions
     from .links.link import Link
     from .routing import Traits
@@ -210,6 +211,11 @@ class Host(Protocol):
 
     @property
     def peers(self) -> PeerView: ...
+
+    @property
+    def limiter(self) -> Limiter:
+        """The node's resource limits and the one place their refusals are counted and logged."""
+        ...
 
     @property
     def routes(self) -> RouteView: ...

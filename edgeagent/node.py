@@ -22,6 +22,7 @@ from .dispatch import Dispatch, Interceptor
 from .exceptions import EdgeAgentError, LinkClosed, LinkError, NoRoute, RequestTimeout, remote_error
 from .host import Pick, Service
 from .identity import Identity
+from .limits import Limiter, ResourceLimits, machine_memory
 from .links.base import LinkOptions
 from .links.link import Link
 from .links.reconnect import keep_connected
@@ -57,6 +58,7 @@ class Node:
         self.peers = PeerTable(config.allow)
         self.links = self.peers.by_peer  # the link table: peer -> its links (the first is used)
         self.dispatch = Dispatch(self.peers)
+        self.limiter = Limiter(config.resources or ResourceLimits.scaled(machine_memory()))
         forwards = config.forward if config.forward is not None else config.role == "domain"
         caps = tuple(config.link.capabilities) + (("relay",) if forwards else ())
         from .payload.manifest import hash_available
@@ -492,5 +494,5 @@ class Node:
             links=self.peers.every_link(),
             sent_by_type=self.peers.sent_by_type(),
             services=self.services,
-            extra={"refused": dict(self.dispatch.refused)},
+            extra={"refused": dict(self.dispatch.refused), "limits": self.limiter.to_json()},
         )

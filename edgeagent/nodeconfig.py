@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .limits import ResourceLimits
 from .links.base import LinkOptions
 from .routing import Priors
 from .wire import NodeId
@@ -49,5 +50,6 @@ class NodeConfig:
     stream_max_bytes: int = 64 << 30  # largest stream this node accepts
     payload_quota: int | None = None  # bytes the payload store may hold (None: no limit)
     payload_upload_bps: float | None = None  # cap on this node's payload upload, bytes/s (None: none)
+    resources: ResourceLimits | None = None  # [limits]; None: ResourceLimits.scaled(this machine's memory)
     fl_job: Any = None  # fl.JobSpec: the federated-learning job this domain runs
     fl_data: Path | None = None  # a device's local training data (.npz with x and y)

@@ -13,6 +13,7 @@ import pytest
 from edgeagent.exceptions import NoRoute
 from edgeagent.host import ChangeSignal, Host, Inbound, Pick, Service
 from edgeagent.identity import Identity
+from edgeagent.limits import Limiter
 from edgeagent.links.base import LinkOptions
 from edgeagent.peers import PeerTable
 from edgeagent.wire import Envelope, Message, NodeId
@@ -101,6 +102,7 @@ class FakeHost:
         self.dialable: dict[NodeId, Any] = {}  # peer -> the link ensure_link returns
         self.tasks: set[asyncio.Task[Any]] = set()
         self.bytes_sent = 0
+        self.limiter = Limiter()
 
     @property
     def node_id(self) -> NodeId:

@@ -193,4 +193,3 @@ class NetworkService(Service):
     async def aclose(self) -> None:
         if self.mdns is not None:
             await self.mdns.stop()  # goodbye packets
-

@@ -95,9 +95,7 @@ class RtcService(Service):
 
         session_id = env.body.session_id  # type: ignore[attr-defined]
         try:
-            link = await rtc_accept(
-                self.host.identity, env, sig, self.host.link_options, ice_servers=self.ice_servers
-            )
+            link = await rtc_accept(self.host.identity, env, sig, self.host.link_options, ice_servers=self.ice_servers)
         except EdgeAgentError as exc:
             log.warning("WebRTC from %s failed: %s", env.source, exc)
             return
