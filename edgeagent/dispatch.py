@@ -7,12 +7,13 @@ gates read the same table.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .exceptions import ConfigError
 from .host import Inbound, PeerView, Policy, Registration, Sender, Service
+from .identity import origin_proven
 from .wire import Envelope, ErrorCode, Message, NodeId
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from .links.link import Link
 
 __all__ = ["Dispatch", "Interceptor"]
+
+_SEEN_MAX: Final = 16384  # relayed envelopes remembered to refuse a replay
 
 #: a spy called with each admitted message before its handler; returning False skips the handler
 Interceptor = Callable[[Inbound[Any]], Awaitable[bool | None]]
@@ -33,6 +36,29 @@ class Dispatch:
         self._table: dict[type[Message], Registration] = {}
         self._spies: dict[type[Message], list[Interceptor]] = {}
         self.refused: Counter[str] = Counter()  # messages the gate refused, per type
+        self._seen: OrderedDict[tuple[NodeId, int], None] = OrderedDict()  # relayed (source, msg_id) taken
+
+    def proven(self, env: Envelope) -> bool:
+        """Whether a relayed envelope for this node proves its origin and was not taken before
+        (a relay may delay or drop what it carries, never forge or replay it); counts what is not."""
+        key = (env.source, env.msg_id)
+        if key in self._seen:
+            self.refused["replayed (relayed twice)"] += 1
+            return False
+        if not origin_proven(env):
+            self.refused["no origin proof"] += 1
+            return False
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    def refusals(self, foreign_replies: int) -> dict[str, int]:
+        """``status --json`` "refused": per message type, plus unproven, replayed and foreign replies."""
+        out = dict(self.refused)
+        if foreign_replies:
+            out["reply from another node"] = foreign_replies
+        return out
 
     def add(self, service: Service) -> None:
         """Register a service's handlers; a message type served twice is an error."""

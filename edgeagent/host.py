@@ -104,7 +104,10 @@ class Inbound(Generic[M]):
 
     @property
     def relayed_by(self) -> NodeId | None:
-        return None if self.first_hand else self.link.peer
+        """The domain that relayed this message (it vouches for the sender), else None: another relay
+        only carried it (its origin is proven, nothing more) and vouches for nothing."""
+        relayed = not self.first_hand and self.host.peers.is_domain(self.link.peer)
+        return self.link.peer if relayed else None
 
     async def reply(self, body: Message) -> None:
         """Answer on the link the message came on (a closed link drops the answer)."""

@@ -8,10 +8,11 @@ is refused, as ssh does, because anyone who reads it can impersonate the node.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -20,7 +21,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .exceptions import IdentityError, SignatureError
 from .wire.nodeid import NodeId
 
-__all__ = ["KEY_FILE", "Identity", "NodeId", "sign_struct", "signing_bytes", "verify", "verify_struct"]
+if TYPE_CHECKING:
+    from .wire.envelope import Envelope
+
+__all__ = [
+    "KEY_FILE",
+    "Identity",
+    "NodeId",
+    "origin_message",
+    "origin_proven",
+    "prove_origin",
+    "sign_struct",
+    "signing_bytes",
+    "verify",
+    "verify_struct",
+]
 
 KEY_FILE: Final = "identity.key"
 _S = TypeVar("_S")
@@ -139,3 +154,38 @@ def verify_struct(record: object, signer: NodeId) -> None:
     if not sig:
         raise SignatureError(f"{type(record).__name__} is not signed")
     verify(signer, signing_bytes(record), sig)
+
+
+#: domain separation: an origin proof can never be mistaken for a signature over a record
+_ORIGIN_CONTEXT: Final = b"edgeagent origin proof v1\x00"
+
+
+def origin_message(env: Envelope) -> bytes:
+    """What an origin proof signs: a digest of the envelope without the fields relays may change
+    (``ttl`` and ``route``) and without the proof; the body is covered whatever codec carried it."""
+    import dataclasses
+
+    from .wire.cbor import encode
+
+    canonical = encode(dataclasses.replace(env, ttl=0, route=None, proof=None))
+    return _ORIGIN_CONTEXT + hashlib.sha256(canonical).digest()
+
+
+def prove_origin(env: Envelope, identity: Identity) -> Envelope:
+    """``env`` with its source's proof attached (``identity`` must be the source)."""
+    import dataclasses
+
+    if env.source != identity.node_id:
+        raise IdentityError(f"{identity.node_id} cannot prove an origin of {env.source}")
+    return dataclasses.replace(env, proof=identity.sign(origin_message(env)))
+
+
+def origin_proven(env: Envelope) -> bool:
+    """Whether ``env`` carries a valid proof that its ``source`` sent it (as it is, ttl and route aside)."""
+    if not env.proof:
+        return False
+    try:
+        verify(env.source, origin_message(env), env.proof)
+    except SignatureError:
+        return False
+    return True

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 from .control import CONTROL_SOCKET, ControlServer, control_request, document, send_command, status_document
 from .dispatch import Dispatch, Interceptor
-from .exceptions import EdgeAgentError, LinkClosed, LinkError, NoRoute, RequestTimeout, remote_error
+from .exceptions import EdgeAgentError, LinkError, NoRoute, RequestTimeout, remote_error
 from .host import Pick, Service
 from .identity import Identity
 from .limits import Limiter, ResourceLimits, machine_memory
@@ -29,6 +29,7 @@ from .links.reconnect import keep_connected
 from .links.websocket import Listener, dial, listen
 from .nodeconfig import NodeConfig
 from .peers import PeerTable
+from .pending import PendingRequests
 from .routing import Router, Traits
 from .services.netwatch import NetworkService
 from .services.registry import RegistryService
@@ -77,8 +78,7 @@ class Node:
         self._keepers: set[asyncio.Future[Any]] = set()  # the redial loops of the domain and static peers
         self._stopped = asyncio.Event()
         self._stopping = False  # link closures no longer reach the services
-        self._pending: dict[int, asyncio.Future[Envelope]] = {}
-        self._pending_on: dict[int, Link] = {}  # request id -> the link it left on
+        self._pending = PendingRequests()
         self._dials: dict[NodeId, asyncio.Future[Link]] = {}  # dials under way (ensure_link shares them)
         self.services: list[Service] = []
         self._lock = StateLock(state_dir)  # taken by start(), after prepare() checked the directory
@@ -266,9 +266,7 @@ class Node:
             await lst.close()
         if getattr(self, "_control", None) is not None:
             await self._control.close()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.cancel()
+        self._pending.cancel_all()
         for service in reversed(self.services):
             if service is not self.network:
                 with contextlib.suppress(Exception):
@@ -343,28 +341,25 @@ class Node:
                     service.on_link_down(link.peer)
                 else:
                     service.on_link_replaced(link.peer)
-        for mid, via in list(self._pending_on.items()):
-            fut = self._pending.get(mid)
-            if via is link and fut is not None and not fut.done():
-                fut.set_exception(link.close_error or LinkClosed(f"link to {link.peer} closed"))
+        self._pending.link_closed(link)
         self.routing.on_link_closed(link)
         log.info("link down: %s (%s)", link.peer, link.close_error)
 
     async def _dispatch(self, link: Link, env: Envelope) -> None:
         me = self.identity.node_id
-        if env.source != link.peer and not self.routing.may_relay_to_me(link):
-            # only a domain or an authorised relay carries others' messages; everyone else speaks for itself
+        relayed = env.source != link.peer
+        if relayed and not self.routing.may_relay_to_me(link):
+            # only the domain or an authorised peer carries others' messages; everyone else speaks for itself
             if env.reply_to is None:
                 reason = "only a domain or an authorised relay may carry messages for others"
                 await link.send(env.reply(Error(ErrorCode.UNAUTHORIZED, reason), me))
             return
-        if env.reply_to is not None and env.reply_to in self._pending and env.destination in (None, me):
-            fut = self._pending.pop(env.reply_to)
-            if not fut.done():
-                fut.set_result(env)
-            return
         if env.destination is not None and env.destination != me:
             await self.routing.forward(link, env)
+            return
+        if relayed and not self.dispatch.proven(env):
+            return  # a relayed envelope must prove its origin: dropped (and counted), never answered
+        if env.reply_to is not None and self._pending.resolve(env, link):
             return
         await self.dispatch.deliver(link, env, self)
 
@@ -380,12 +375,11 @@ class Node:
         cancelling the call forgets the request (a late reply is dropped).
         """
         env = Envelope(body, self.identity.node_id, destination=peer)
-        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending[env.msg_id] = fut
+        fut = self._pending.add(env.msg_id, peer)
         link: Link | None = None
         try:
             link = await self._send_env(env, traits or Traits("request"))
-            self._pending_on[env.msg_id] = link  # fails at once if this link goes down
+            self._pending.sent_on(env.msg_id, link)
             async with asyncio.timeout(timeout):
                 reply = await fut
         except TimeoutError:
@@ -393,8 +387,7 @@ class Node:
                 self.routing.failed(link)
             raise RequestTimeout(f"{type(body).__name__} to {peer}: no reply within {timeout}s") from None
         finally:
-            self._pending.pop(env.msg_id, None)
-            self._pending_on.pop(env.msg_id, None)
+            self._pending.discard(env.msg_id)
         if link is not None:
             self.routing.succeeded(link)
         if isinstance(reply.body, Error):
@@ -494,5 +487,5 @@ class Node:
             links=self.peers.every_link(),
             sent_by_type=self.peers.sent_by_type(),
             services=self.services,
-            extra={"refused": dict(self.dispatch.refused), "limits": self.limiter.to_json()},
+            extra={"refused": self.dispatch.refusals(self._pending.foreign), "limits": self.limiter.to_json()},
         )

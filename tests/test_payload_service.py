@@ -89,8 +89,7 @@ async def test_bad_input_is_refused_and_the_node_keeps_serving(fleet: tuple[Node
     pid = payload_id(forged)
     assign = TreeAssign(pid, 0, 1, me, (), None, forged, tuple(domain.listen_urls))
     env = Envelope(assign, me, destination=a.identity.node_id)
-    fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-    domain._pending[env.msg_id] = fut
+    fut = domain._pending.add(env.msg_id, env.destination)
     await domain.links[a.identity.node_id][0].send(env)
     err = (await asyncio.wait_for(fut, 5)).body
     assert isinstance(err, Error) and "refused" in err.reason

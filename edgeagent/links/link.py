@@ -33,7 +33,7 @@ from ..exceptions import (
     LinkTimeout,
     RemoteProtocolError,
 )
-from ..identity import Identity
+from ..identity import Identity, prove_origin
 from ..wire import Close, Codec, Credit, Envelope, Error, ErrorCode, Hello, NodeId, Ping, Pong, decode, encode
 from .base import UNAUTHORISED_ALLOWED, Connection, FrameTransport, LinkOptions, LinkStats
 from .handshake import Handshake, HandshakeResult
@@ -160,6 +160,8 @@ class Link(Connection):
     async def send(self, env: Envelope) -> None:
         if self.closed:
             raise self.close_error or LinkClosed(f"link to {self.peer} is closed")
+        if env.proof is None and env.source == self.local and env.destination not in (None, self.peer):
+            env = prove_origin(env, self.identity)  # a relay carries it on: prove who sent it
         frame = encode(env, self.codec)
         if self._credit is not None and not isinstance(env.body, _NO_CREDIT):
             await self._take_credit(len(frame))
@@ -252,6 +254,8 @@ class Link(Connection):
         finally:
             self._pings.pop(nonce, None)
             self._padded.discard(nonce)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # a close failed it while the send raised: retrieved, not left to the GC
 
     async def probe(self, sample_bytes: int = 256 * 1024, timeout: float = 10.0) -> tuple[float, float]:
         """Measure the link: (RTT in ms, throughput in bytes/s from one padded round trip).

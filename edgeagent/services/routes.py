@@ -192,8 +192,10 @@ class RoutingService(Service):
         return self.config.forwards and (self.config.role == "domain" or self._may_relay()[0])
 
     def may_relay_to_me(self, link: Link) -> bool:
-        """Whether ``link``'s peer may carry envelopes from others to this node."""
-        return self.host.peers.is_domain(link.peer) or (link.authorised and link.peer in self.router.table.relays)
+        """Whether ``link``'s peer may carry envelopes from others to this node: the domain, or a peer
+        this node's configuration or domain authorised (never a Hello's say-so). What it carries must
+        still prove its origin, so a relay can drop or delay, not forge."""
+        return self.host.peers.is_domain(link.peer) or link.authorised
 
     async def forward(self, link: Link, env: Envelope) -> None:
         dst = env.destination

@@ -109,6 +109,10 @@ def encode(env: Envelope) -> bytes:
             raise EncodeError("Envelope.reply_to must be a 64-bit unsigned int")
         plain[7] = env.reply_to
     plain[8] = env.ttl
+    if env.proof is not None:
+        if type(env.proof) is not bytes or len(env.proof) > 128:
+            raise EncodeError("Envelope.proof must be bytes (at most 128)")
+        plain[10] = env.proof
     plain[9] = struct_to_plain(body, splice)  # last: its large bytes end the frame
     return _dumps(plain, splice)
 
@@ -161,6 +165,9 @@ def _envelope(plain: Any, depth: int) -> Envelope:
     ttl = plain.get(8)
     if type(ttl) is not int or not 0 <= ttl < 2**32:
         raise DecodeError("missing or bad ttl")
+    proof = plain.get(10)
+    if proof is not None and (type(proof) is not bytes or len(proof) > 128):
+        raise DecodeError("bad origin proof")
     route_plain = plain.get(6)
     route = None if route_plain is None else struct_from_plain(Route, route_plain, depth + 1)
     if 9 not in plain:
@@ -175,6 +182,7 @@ def _envelope(plain: Any, depth: int) -> Envelope:
         route=route,
         ttl=ttl,
         version=version,
+        proof=proof,
     )
 
 

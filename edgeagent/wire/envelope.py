@@ -1,4 +1,10 @@
-"""The Envelope: every frame on every link is exactly one of these."""
+"""The Envelope: every frame on every link is exactly one of these.
+
+An envelope that travels through a relay carries an origin proof: its source's Ed25519
+signature over ``origin_message`` (the envelope without the fields a relay may change:
+``ttl``, ``route`` and the proof itself). A first-hand envelope needs none: the link's
+handshake already proved who the peer is.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ ENVELOPE_FIELDS: Final = (
     (6, "route", "Route", "the expected journey; relays may re-route"),
     (7, "reply_to", "fixed64", "msg_id of the request this answers"),
     (8, "ttl", "uint32", "hops left; a relay decrements it and drops the frame at 0"),
+    (10, "proof", "bytes", "origin proof: the source's Ed25519 signature (present when relays carry it)"),
 )
 
 
@@ -47,6 +54,7 @@ class Envelope:
     route: Route | None = None
     ttl: int = DEFAULT_TTL
     version: int = PROTOCOL_VERSION
+    proof: bytes | None = None
 
     @property
     def type(self) -> int:

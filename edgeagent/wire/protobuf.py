@@ -66,6 +66,10 @@ def _header_pb(env: Envelope) -> Any:
         if env.reply_to is not None:
             pb.reply_to = env.reply_to
         pb.ttl = env.ttl
+        if env.proof is not None:
+            if type(env.proof) is not bytes or len(env.proof) > 128:
+                raise EncodeError("Envelope.proof must be bytes (at most 128)")
+            pb.proof = env.proof
     except (TypeError, ValueError) as exc:
         raise EncodeError(f"Envelope header: {exc}") from None
     if env.route is not None:
@@ -148,6 +152,9 @@ def _envelope(pb: Any, depth: int) -> Envelope:
         if not pb.HasField(name):
             raise DecodeError(f"missing {name}")
     route = struct_from_pb(Route, pb.route, depth + 1) if pb.HasField("route") else None
+    proof = pb.proof if pb.HasField("proof") else None
+    if proof is not None and len(proof) > 128:
+        raise DecodeError("bad origin proof")
     body = struct_from_pb(cls, getattr(pb, which), depth + 1)
     return Envelope(
         body=body,
@@ -158,6 +165,7 @@ def _envelope(pb: Any, depth: int) -> Envelope:
         route=route,
         ttl=pb.ttl,
         version=pb.version,
+        proof=proof,
     )
 
 

@@ -135,7 +135,7 @@ def _render_envelope() -> str:
     lines = [
         "// Every frame is one Envelope. The body's type code is the number of the",
         "// oneof field that is set. CBOR form: a map {1: version, 2: type code,",
-        "// 3: msg_id, 4: source, 5: destination, 6: route, 7: reply_to, 8: ttl, 9: body}.",
+        "// 3: msg_id, 4: source, 5: destination, 6: route, 7: reply_to, 8: ttl, 9: body, 10: proof}.",
         "message Envelope {",
         "  // 2: the type code, implied here by the body field number; 9: the CBOR body key.",
         "  reserved 2, 9;",
