@@ -81,6 +81,9 @@ def node(i: int) -> NodeId:
 
 NODES = [node(i) for i in range(16)]
 ME, R, S, D, D2, D3, D4 = NODES[0], NODES[1], NODES[2], NODES[3], NODES[4], NODES[5], NODES[6]
+#: these tests are about evaluating routes, so every node's reports count as vouched for (as a
+#: domain's are); the tests of ``supported`` below build tables that trust no one
+VOUCHED = frozenset(NODES[1:])
 
 
 def ws(table: RouteTable, link_id: str, peer: NodeId, now: float = 0.0, **kw: Any) -> HopState:
@@ -145,7 +148,7 @@ def test_hop_kind_picks_the_costlier_kind(a: str, b: str, want: str) -> None:
 
 
 def test_link_up_combines_both_ends() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     h = ws(
         t,
         "L1",
@@ -170,7 +173,7 @@ def test_link_up_combines_both_ends() -> None:
 
 
 def test_link_down_removes_the_hop() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "L1", D)
     v = t.version
     t.link_down("L1", now=5.0)
@@ -184,7 +187,7 @@ def test_link_down_removes_the_hop() -> None:
 
 
 def test_unmeasured_hops_use_the_priors_and_measurements_replace_them() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     eth = ws(t, "L1", D, local_kind="ethernet")
     rtc = t.link_up("L2", D, transport="webrtc", now=0.0, local_kind="ethernet", peer_kind="ethernet")
     priors = t.priors
@@ -202,7 +205,7 @@ def test_unmeasured_hops_use_the_priors_and_measurements_replace_them() -> None:
 
 
 def test_request_takes_the_lowest_latency() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "wifi", D, local_kind="wifi")
     ws(t, "eth", D, local_kind="ethernet", local_cost_per_gb=5.0)
     ch = Router(t).select(D, Traits("request"), 1.0)
@@ -215,7 +218,7 @@ def test_request_takes_the_lowest_latency() -> None:
 
 
 def test_request_at_equal_latency_takes_the_cheaper() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "dear", D, local_kind="wifi", local_cost_per_gb=2.0)
     ws(t, "cheap", D, local_kind="wifi", local_cost_per_gb=0.5)
     ws(t, "dearer", D, local_kind="wifi", local_cost_per_gb=3.0)
@@ -225,7 +228,7 @@ def test_request_at_equal_latency_takes_the_cheaper() -> None:
 
 
 def test_request_compares_direct_and_relayed_latency() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "direct", D, local_kind="wifi")
     ws(t, "relay", R, local_kind="ethernet", peer_relays=True)
     t.learn([hop(R, D, network_kind="wifi", rtt_ms=6.0)], 0.0, learned_from=R)
@@ -240,7 +243,7 @@ def test_request_compares_direct_and_relayed_latency() -> None:
 
 
 def test_failing_route_is_demoted_and_dead_route_dropped() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "fast", D)
     ws(t, "slow", D)
     t.observe("fast", 0.0, rtt_ms=10.0)  # one way 5 ms
@@ -263,7 +266,7 @@ def test_failing_route_is_demoted_and_dead_route_dropped() -> None:
 
 
 def test_observed_failures_kill_a_link() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", D, local_kind="ethernet")
     ws(t, "b", D, local_kind="cellular")
     t.observe("a", 1.0, failures=DEAD_AFTER_FAILURES)
@@ -274,7 +277,7 @@ def test_observed_failures_kill_a_link() -> None:
 
 
 def test_every_route_down_tries_the_least_bad() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", D, local_kind="ethernet")
     ws(t, "b", D, local_kind="wifi")
     for lid in ("a", "b"):
@@ -288,7 +291,7 @@ def test_every_route_down_tries_the_least_bad() -> None:
 
 
 def test_unknown_destination_gives_none() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", R, peer_relays=True)
     assert Router(t).select(D, Traits(), 0.0) is None
     assert DefaultPolicy().choose([], Traits(), 0.0, None) is None
@@ -298,7 +301,7 @@ def test_unknown_destination_gives_none() -> None:
 
 
 def test_request_hysteresis_absolute_threshold() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", D)
     ws(t, "b", D)
     t.observe("a", 0.0, rtt_ms=10.0)  # one way 5 ms
@@ -319,7 +322,7 @@ def test_request_hysteresis_absolute_threshold() -> None:
 
 
 def test_request_hysteresis_relative_threshold() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", D)
     ws(t, "b", D)
     t.observe("a", 0.0, rtt_ms=100.0)  # one way 50 ms: a challenger must win by 10 ms
@@ -333,7 +336,7 @@ def test_request_hysteresis_relative_threshold() -> None:
 
 
 def test_hysteresis_never_keeps_a_dead_route() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", D)
     ws(t, "b", D)
     t.observe("a", 0.0, rtt_ms=10.0)
@@ -349,7 +352,7 @@ def test_hysteresis_never_keeps_a_dead_route() -> None:
 
 def test_bulk_hysteresis() -> None:
     size = 100 * MB
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "a", D)
     ws(t, "b", D)
     t.observe("a", 0.0, rtt_ms=0.0, bandwidth_bps=20e6)  # 5 s
@@ -378,7 +381,7 @@ def test_bulk_hysteresis() -> None:
 
 
 def test_select_is_stable_without_changes() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     for i, kind in enumerate(KINDS):
         ws(t, f"L{i}", D, local_kind=kind)
     router = Router(t)
@@ -398,7 +401,7 @@ def test_select_is_stable_without_changes() -> None:
 
 
 def test_bulk_never_takes_a_metered_hop_when_an_unmetered_route_exists() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "lte", D, local_kind="ethernet", local_metered=True)  # fast but metered
     ws(t, "wlan", D, local_kind="cellular")  # slow, free
     router = Router(t)
@@ -413,7 +416,7 @@ def test_bulk_never_takes_a_metered_hop_when_an_unmetered_route_exists() -> None
 
 
 def test_bulk_metered_when_nothing_else() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "lte", D, local_kind="cellular", local_metered=True, local_cost_per_gb=2.0)
     ws(t, "lte2", D, local_kind="cellular", peer_metered=True, local_cost_per_gb=1.0)
     ch = Router(t).select(D, Traits("bulk", size=MB), 1.0)
@@ -424,7 +427,7 @@ def test_bulk_metered_when_nothing_else() -> None:
 
 def test_bulk_metered_relay_path_excluded() -> None:
     """A metered *second* hop makes the whole route metered."""
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, local_kind="ethernet", peer_relays=True)
     ws(t, "slow", D, local_kind="cellular")
     t.learn([hop(R, D, network_kind="ethernet", metered=True)], 0.0, learned_from=R)
@@ -435,7 +438,7 @@ def test_bulk_metered_relay_path_excluded() -> None:
 
 def test_bulk_takes_the_cheapest_route_meeting_the_deadline() -> None:
     size = 100 * MB
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "wifi", D, local_kind="wifi")  # free, 6.25 MB/s: 16 s
     ws(t, "eth", D, local_kind="ethernet", local_cost_per_gb=0.5)  # 50 MB/s: 2 s
     ws(t, "eth2", D, local_kind="ethernet", local_cost_per_gb=0.8)
@@ -455,7 +458,7 @@ def test_bulk_takes_the_cheapest_route_meeting_the_deadline() -> None:
 
 
 def test_pubsub_per_destination_follows_the_request_rule() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "wifi", D, local_kind="wifi")
     ws(t, "eth", D, local_kind="ethernet", local_metered=True)
     ch = Router(t).select(D, Traits("pubsub", size=100 * MB), 1.0)
@@ -467,7 +470,7 @@ def test_pubsub_per_destination_follows_the_request_rule() -> None:
 
 
 def test_relay_candidates_only_through_peers_that_relay() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R)  # does not relay
     t.learn([hop(R, D), hop(R, D2)], 0.0, learned_from=R)
     assert t.candidates(D, 1.0) == []
@@ -485,7 +488,7 @@ def test_relay_candidates_only_through_peers_that_relay() -> None:
 
 
 def test_learn_ignores_hops_from_here_and_self_loops() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     n = t.learn([hop(ME, D), hop(R, R), hop(R, D)], 0.0, learned_from=R)
     assert n == 1
     assert len(t) == 1
@@ -494,7 +497,7 @@ def test_learn_ignores_hops_from_here_and_self_loops() -> None:
 
 
 def test_learn_refreshes_and_replaces_figures() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, peer_relays=True)
     t.learn([hop(R, D, rtt_ms=5.0, cost_per_gb=1.0)], 0.0, learned_from=R, ttl_s=10.0)
     t.learn([hop(R, D, rtt_ms=9.0, cost_per_gb=0.0, metered=True)], 5.0, learned_from=R, ttl_s=10.0)
@@ -505,7 +508,7 @@ def test_learn_refreshes_and_replaces_figures() -> None:
 
 
 def test_learned_hops_expire() -> None:
-    t = RouteTable(ME, learned_ttl_s=100.0)
+    t = RouteTable(ME, trusted=VOUCHED, learned_ttl_s=100.0)
     ws(t, "r", R, local_kind="ethernet", peer_relays=True)
     ws(t, "slow", D, local_kind="cellular")
     t.learn([hop(R, D, network_kind="ethernet")], 0.0, learned_from=R, ttl_s=10.0)
@@ -528,7 +531,7 @@ def test_learned_hops_expire() -> None:
 
 
 def test_max_learned_caps_the_table() -> None:
-    t = RouteTable(ME, max_learned=2)
+    t = RouteTable(ME, trusted=VOUCHED, max_learned=2)
     assert t.learn([hop(R, D), hop(R, D2), hop(R, D3)], 0.0, learned_from=R) == 2
     assert t.learn([hop(R, D)], 1.0, learned_from=R) == 1  # a refresh is not a new hop
     assert t.forget_learned_from(R) == 2
@@ -536,7 +539,7 @@ def test_max_learned_caps_the_table() -> None:
 
 
 def test_forget_learned_from() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, peer_relays=True)
     ws(t, "s", S, peer_relays=True)
     t.learn([hop(R, D), hop(R, D2)], 0.0, learned_from=R)
@@ -550,7 +553,7 @@ def test_forget_learned_from() -> None:
 
 
 def test_learn_moves_a_hop_to_its_latest_reporter_and_replace_drops_the_rest() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     t.learn([hop(R, D), hop(R, D2)], 0.0, learned_from=R)
     t.learn([hop(R, D)], 1.0, learned_from=S)  # the domain (S) vouches for R->D now
     assert {(h.dst, h.learned_from) for h in t.hops()} == {(D, S), (D2, R)}
@@ -566,7 +569,7 @@ def test_learn_moves_a_hop_to_its_latest_reporter_and_replace_drops_the_rest() -
 
 def test_routes_between_other_nodes() -> None:
     """A domain's view: paths from another node to a destination (answering a RouteRequest)."""
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R)
     ws(t, "d", D)
     t.learn([hop(R, S), hop(S, D)], 0.0, learned_from=R)
@@ -582,7 +585,7 @@ def test_routes_between_other_nodes() -> None:
 
 
 def test_exclude_first() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "direct", D)
     ws(t, "r", R, peer_relays=True)
     ws(t, "s", S, peer_relays=True)
@@ -607,7 +610,7 @@ def test_exclude_first() -> None:
 
 
 def test_suggest_accepts_a_good_route() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, peer_relays=True)
     assert t.suggest(path_route([ME, R, S, D]), 0.0, ttl_s=50.0)
     assert {(h.src, h.dst) for h in t.hops()} >= {(R, S), (S, D)}
@@ -628,7 +631,7 @@ def test_suggest_accepts_a_good_route() -> None:
 
 
 def test_suggested_route_needs_a_live_first_link() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     assert t.suggest(path_route([ME, R, D]), 0.0)  # kept, in case the link comes up
     assert t.candidates(D, 1.0) == []
     ws(t, "r", R, now=2.0, peer_relays=True)
@@ -638,7 +641,7 @@ def test_suggested_route_needs_a_live_first_link() -> None:
 
 
 def test_suggested_route_uses_a_link_of_the_same_transport() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     t.link_up("mem", R, transport="memory", now=0.0, peer_relays=True)
     t.link_up("rtc", R, transport="webrtc", now=0.0, peer_relays=True)
     route = Route(
@@ -673,7 +676,7 @@ def test_suggested_route_uses_a_link_of_the_same_transport() -> None:
     ],
 )
 def test_suggest_refuses_bad_routes(why: str, route: Route) -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, peer_relays=True)
     v = t.version
     assert not t.suggest(route, 0.0), why
@@ -683,7 +686,7 @@ def test_suggest_refuses_bad_routes(why: str, route: Route) -> None:
 
 
 def test_suggested_route_already_known_is_not_listed_twice() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, address="ws://r", peer_relays=True)
     ws(t, "d", D, address="ws://d")
     t.learn([hop(R, D2)], 0.0, learned_from=R)
@@ -695,7 +698,7 @@ def test_suggested_route_already_known_is_not_listed_twice() -> None:
 
 
 def test_suggested_route_only_through_a_peer_that_relays() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R)  # R does not relay
     assert t.suggest(path_route([ME, R, D]), 0.0)
     assert R not in t.relays
@@ -703,7 +706,7 @@ def test_suggested_route_only_through_a_peer_that_relays() -> None:
 
 
 def test_link_id_reused_for_another_peer_forgets_the_old_one() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "L1", D)
     ws(t, "L1", D2, now=1.0)
     assert t.neighbours() == {D2}
@@ -714,7 +717,7 @@ def test_link_id_reused_for_another_peer_forgets_the_old_one() -> None:
 
 
 def test_solo_route() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     h = ws(t, "d", D, local_kind="wifi", local_cost_per_gb=0.25)
     with pytest.raises(ValueError, match="destination"):
         SoloRoute(D2, h)
@@ -738,7 +741,7 @@ def test_solo_route() -> None:
 
 
 def test_candidate_to_route() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, local_kind="ethernet", peer_relays=True, local_cost_per_gb=0.5)
     t.learn([hop(R, D, network_kind="wifi", cost_per_gb=0.25, metered=True, rtt_ms=3.0)], 0.0, learned_from=R)
     (c,) = t.candidates(D, 1.0)
@@ -761,7 +764,7 @@ def test_candidate_to_route() -> None:
 
 def _broadcast_table() -> RouteTable:
     """R relays to D and D2 (ethernet link to R); D3 is a direct neighbour; D4 is unknown."""
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, local_kind="ethernet", peer_relays=True)
     ws(t, "d3", D3, local_kind="wifi")
     t.learn([hop(R, D, network_kind="ethernet"), hop(R, D2, network_kind="ethernet")], 0.0, learned_from=R)
@@ -801,7 +804,7 @@ def test_broadcast_route_merges_shared_prefixes() -> None:
 
 
 def test_broadcast_route_cost_counts_shared_hops_once() -> None:
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     ws(t, "r", R, peer_relays=True, local_metered=True, local_cost_per_gb=1.0)
     t.learn([hop(R, D, cost_per_gb=0.25), hop(R, D2, cost_per_gb=0.25)], 0.0, learned_from=R)
     route = BroadcastRoute((D, D2), [t.candidates(D, 1.0)[0], t.candidates(D2, 1.0)[0]], t.priors)
@@ -861,7 +864,7 @@ def test_priors_from_config() -> None:
     assert p.rtt_ms("websocket", "5g") == p.rtt["unknown"]
     assert p.bandwidth_bps("webrtc", "ethernet") == 6e6
     assert p.bandwidth_bps("websocket", "wifi") == 1e6
-    t = RouteTable(ME, priors=p)
+    t = RouteTable(ME, trusted=VOUCHED, priors=p)
     ws(t, "a", R, local_kind="wifi", peer_relays=True)
     t.learn([hop(R, D, network_kind="wifi")], 0.0, learned_from=R)
     (c,) = t.candidates(D, 1.0)
@@ -945,7 +948,7 @@ class Scenario:
     suggested: list[list[int]] = field(default_factory=list)
 
     def build(self) -> RouteTable:
-        t = RouteTable(ME)
+        t = RouteTable(ME, trusted=VOUCHED)
         for i, ln in enumerate(self.links):
             t.link_up(
                 f"L{i}",
@@ -1251,7 +1254,7 @@ class Measure:
 )
 def test_property_hysteresis_one_destination(links: list[tuple[str, float, bool]], data: st.DataObject) -> None:
     """Parallel links to one peer whose measurements drift: small gains never move the route, big ones do."""
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     for i, (kind, cost, metered) in enumerate(links):
         ws(t, f"L{i}", D, local_kind=kind, local_cost_per_gb=cost, local_metered=metered)
     router = Router(t)
@@ -1360,7 +1363,7 @@ def test_property_expire_keeps_live_candidates(sc: Scenario, later: float) -> No
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=6), st.integers(0, 5), st.booleans())
 def test_property_suggest(path: list[int], dst: int, link: bool) -> None:
     """A suggested path is kept iff it starts here, has no loop and ends at the destination."""
-    t = RouteTable(ME)
+    t = RouteTable(ME, trusted=VOUCHED)
     if link:
         ws(t, "first", NODES[path[1]] if len(path) > 1 and path[1] != 0 else R, peer_relays=True)
     nodes = [NODES[i] for i in path]
@@ -1394,7 +1397,7 @@ learn_ops = st.one_of(
 @given(st.lists(learn_ops, max_size=12), st.integers(1, 8))
 def test_property_learned_bookkeeping(ops: list[tuple[Any, ...]], max_learned: int) -> None:
     """learn / forget_learned_from / expire against a plain model: key -> (reporter, expiry)."""
-    t = RouteTable(ME, max_learned=max_learned)
+    t = RouteTable(ME, trusted=VOUCHED, max_learned=max_learned)
     model: dict[tuple[NodeId, NodeId, str], tuple[NodeId, float]] = {}
     now = 0.0
     for op in ops:
@@ -1431,3 +1434,48 @@ def test_property_learned_bookkeeping(ops: list[tuple[Any, ...]], max_learned: i
             assert t.expire(now) == len(gone)
         assert {h.key: (h.learned_from, h.expires) for h in t.hops()} == model
         assert len(t) == len(model)
+
+
+# -- whom to believe: a relay's claim needs the destination's support ------------------------------
+
+
+def test_a_relays_claimed_hop_needs_the_destinations_own_report() -> None:
+    t = RouteTable(ME)
+    ws(t, "relay", R, local_kind="ethernet", peer_relays=True)
+    t.learn([hop(R, D, rtt_ms=0.1)], 0.0, learned_from=R)  # R claims a very fast hop to D
+    assert t.candidates(D, 1.0) == []  # D never said it is linked to R: R is not a route to D
+    t.learn([hop(D, R, rtt_ms=0.1)], 0.0, learned_from=D)  # D's own report: the hop back to R
+    assert [nodes_of(c) for c in t.candidates(D, 1.0)] == [[ME, R, D]]
+    t.forget_learned_from(D)
+    assert t.candidates(D, 1.0) == []
+
+
+def test_a_trusted_relay_or_a_vouched_suggestion_needs_no_support() -> None:
+    t = RouteTable(ME)
+    ws(t, "relay", R, local_kind="ethernet", peer_relays=True)
+    t.learn([hop(R, D)], 0.0, learned_from=R)
+    assert t.candidates(D, 1.0) == []
+    t.trusted = frozenset({R})  # R is a domain
+    assert [nodes_of(c) for c in t.candidates(D, 1.0)] == [[ME, R, D]]
+    t.trusted = frozenset()
+    route = path_route([ME, R, D2])
+    assert not t.suggest(route, 0.0)  # a relay's own suggestion of an unsupported hop: refused
+    assert t.suggest(route, 0.0, vouched=True)  # the domain's: taken
+    assert [nodes_of(c) for c in t.candidates(D2, 1.0)] == [[ME, R, D2]]
+
+
+def test_routes_between_other_nodes_need_support_too() -> None:
+    t = RouteTable(ME)
+    t.learn([hop(S, R)], 0.0, learned_from=S)
+    t.learn([hop(R, D)], 0.0, learned_from=R)
+    t.set_relay(R, True)
+    assert t.routes_between(S, D, 0.0, via_me=False) == []
+    t.learn([hop(D, R)], 0.0, learned_from=D)
+    assert [nodes_of(c) for c in t.routes_between(S, D, 0.0, via_me=False)] == [[S, R, D]]
+
+
+def test_learned_hops_into_one_destination_are_capped() -> None:
+    t = RouteTable(ME, max_learned_into=3)
+    for i in range(1, 10):
+        t.learn([hop(NODES[i], D)], 0.0, learned_from=NODES[i])
+    assert len(t.hops_into(D)) == 3

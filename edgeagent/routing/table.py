@@ -87,6 +87,7 @@ class HopState:
     bytes_sent: int = 0
     uses: int = 0
     learned_from: NodeId | None = None
+    vouched: bool = False  # learned from a trusted node's suggestion (a domain's RouteReply)
     expires: float = math.inf
     updated: float = 0.0
     key: tuple[NodeId, NodeId, str] = field(init=False)  # identity in the table (link id, or transport|address)
@@ -271,7 +272,9 @@ class RouteTable:
     priors: Priors = field(default_factory=Priors)
     learned_ttl_s: float = DEFAULT_LEARNED_TTL_S
     max_learned: int = 200_000
+    max_learned_into: int = 64  # learned hops kept into one destination (a flood of reports cannot crowd it)
     version: int = 0
+    trusted: frozenset[NodeId] = frozenset()  # the domains: their hops and suggested routes need no support
     _by_key: dict[tuple[NodeId, NodeId, str], HopState] = field(default_factory=dict)
     _by_dst: dict[NodeId, dict[tuple[NodeId, NodeId, str], HopState]] = field(default_factory=dict)
     _local: dict[str, HopState] = field(default_factory=dict)  # link id -> local hop
@@ -407,6 +410,7 @@ class RouteTable:
         learned_from: NodeId,
         ttl_s: float | None = None,
         replace: bool = False,
+        vouched: bool = False,
     ) -> int:
         """Remember hops another node reported; returns how many were taken.
 
@@ -426,7 +430,7 @@ class RouteTable:
             key = (h.src, h.dst, f"{h.transport}|{h.address}")
             hop = self._by_key.get(key)
             if hop is None:
-                if self._learned_count >= self.max_learned:
+                if self._learned_count >= self.max_learned or len(self._by_dst.get(h.dst, ())) >= self.max_learned_into:
                     continue
                 hop = HopState(h.src, h.dst, h.transport, h.address, h.network_kind, h.metered, h.cost_per_gb)
                 self._add(hop)
@@ -445,6 +449,7 @@ class RouteTable:
             hop.expires = expires
             hop.updated = now
             hop.learned_from = learned_from
+            hop.vouched = vouched
             mine.add(key)
             fresh.add(key)
             taken += 1
@@ -470,8 +475,23 @@ class RouteTable:
                 gone += 1
         return gone
 
-    def suggest(self, route: Route, now: float, *, ttl_s: float | None = None) -> bool:
-        """Remember a whole route another node suggested (RouteReply). Only routes from here are kept."""
+    def supported(self, hop: HopState) -> bool:
+        """Whether a hop another node reported may carry traffic: a relay claiming a hop to V becomes a
+        route to V only when V's own report has the hop back to the relay, a trusted node (a domain)
+        vouched for it, or the relay is trusted itself. Local hops are measured, so supported."""
+        return hop.link_id is not None or hop.vouched or self._claim_supported(hop.src, hop.dst)
+
+    def _claim_supported(self, src: NodeId, dst: NodeId) -> bool:
+        if src in self.trusted or src == self.me:
+            return True
+        back = self._by_src.get(dst)
+        return back is not None and any(b.dst == src and b.learned_from == dst for b in back.values())
+
+    def suggest(self, route: Route, now: float, *, ttl_s: float | None = None, vouched: bool = False) -> bool:
+        """Remember a whole route another node suggested (RouteReply). Only routes from here are kept.
+
+        ``vouched``: a trusted node (a domain) suggested it; otherwise each reported hop of it must be
+        ``supported`` already."""
         if route.stops is None or route.schema.source != self.me or len(route.schema.destinations) != 1:
             return False
         hops = route.stops.hops
@@ -486,7 +506,12 @@ class RouteTable:
         dst = route.schema.destinations[0]
         if hops[-1].dst != dst:
             return False
-        self.learn(hops[1:], now, learned_from=hops[0].dst, ttl_s=ttl_s)
+        if not vouched:
+            for h in hops[1:]:
+                known = self._by_key.get((h.src, h.dst, f"{h.transport}|{h.address}"))
+                if not (self.supported(known) if known is not None else self._claim_supported(h.src, h.dst)):
+                    return False
+        self.learn(hops[1:], now, learned_from=hops[0].dst, ttl_s=ttl_s, vouched=vouched)
         key = tuple((h.src, h.dst, f"{h.transport}|{h.address}") for h in hops)
         self._suggested.setdefault(dst, {})[key] = (now + (self.learned_ttl_s if ttl_s is None else ttl_s), route)
         self.version += 1
@@ -530,7 +555,7 @@ class RouteTable:
             relays = self.relays
             for last in into.values():
                 relay = last.src
-                if relay in (self.me, exclude_first) or relay not in relays:
+                if relay in (self.me, exclude_first) or relay not in relays or not self.supported(last):
                     continue
                 firsts = local_to.get(relay)
                 if firsts:
@@ -608,7 +633,7 @@ class RouteTable:
             if relay not in self.relays and not (via_me and relay == self.me):
                 continue
             for h2 in self._by_src.get(relay, {}).values():
-                if h2.dst == dst:
+                if h2.dst == dst and (relay == self.me or self.supported(h2)):
                     out.append(self._evaluate((h1, h2), now))
         return out
 

@@ -96,7 +96,6 @@ class RoutingService(Service):
         self._changes = ChangeSignal()
         self.report_due = True
         self._report_sent = -math.inf
-        self._told_relaying = False
         self._probed: dict[str, float] = {}
         self._discovery_asked: dict[NodeId, float] = {}
 
@@ -290,6 +289,7 @@ class RoutingService(Service):
             await asyncio.sleep(tick)
             now = time.monotonic()
             table = self.router.table
+            table.trusted = self.host.peers.domain_ids
             for lid, link in list(self.by_link_id.items()):
                 st = link.stats
                 hop = table.local(lid)
@@ -309,24 +309,28 @@ class RoutingService(Service):
                 self._maybe_probe(now)
 
     async def _send_hop_reports(self) -> None:
-        """Tell domains (and, when this node relays, its authorised neighbours) which hops leave here."""
+        """Tell domains and authorised neighbours which hops leave here: a neighbour believes a relay's
+        claimed hop to this node only when this node's own report has the hop back (``supported``)."""
         table = self.router.table
         hops = tuple(h.to_hop(table.priors) for h in table.local_hops())
         relays = self.relaying_now()
         report = HopReport(hops, relays=relays)
         for peer, links in list(self.host.peers.linked()):
             link = links[0]
-            is_domain = self.host.peers.is_domain(peer) or link.peer_hello.role == "domain"
             if self.config.role == "domain" or not link.authorised:
                 continue  # a domain answers RouteRequests instead of pushing its (large) view
-            if not is_domain and not relays and not self._told_relaying:
-                continue
             with contextlib.suppress(LinkError):
                 await link.send(Envelope(report, self.host.node_id, destination=peer))
-        self._told_relaying = relays  # a relay that stops tells its neighbours once more
 
     async def _on_hop_report(self, m: Inbound[HopReport]) -> None:
         table = self.router.table
+        limiter = self.host.limiter
+        if len(m.body.hops) > limiter.limits.list_items:
+            reason = f"a HopReport of {len(m.body.hops)} hops is more than the {limiter.limits.list_items} allowed"
+            err = limiter.refuse("list_items", m.source, reason, time.monotonic())
+            await m.refuse(ErrorCode(err.code), err.reason)
+            return
+        table.trusted = self.host.peers.domain_ids
         table.set_relay(m.source, m.body.relays)
         own = [h for h in m.body.hops if h.src == m.source]
         table.learn(own, time.monotonic(), learned_from=m.source, ttl_s=max(m.body.ttl_s, 1), replace=True)
@@ -371,8 +375,12 @@ class RoutingService(Service):
                 log.info("route request to %s failed: %s", peer, exc)
                 continue
             if isinstance(reply, RouteReply):
+                if len(reply.routes) > self.host.limiter.limits.list_items:
+                    continue
+                vouched = peers.is_domain(peer)
+                self.router.table.trusted = peers.domain_ids
                 for route in reply.routes:
-                    taken += self.router.table.suggest(route, time.monotonic())
+                    taken += self.router.table.suggest(route, time.monotonic(), vouched=vouched)
         if taken:
             self._note_change()
         return taken
