@@ -10,9 +10,17 @@ Guarantees and policies:
   topic; a subscriber delivers them in order, holding back (bounded) what
   arrives after a gap and asking the home to replay from retention.
 * **Retention.** The home keeps the last ``retain_count`` messages of each
-  topic for ``retain_s`` seconds. A subscriber that reconnects (or restarts
-  with the same state directory) subscribes again with the last sequence
-  number it saw from each publisher and is sent what it missed, if retained.
+  topic for ``retain_s`` seconds (default: the node's ``retention`` limit),
+  trimmed on a timer and whenever a topic is read, not only on publish. A
+  subscriber that reconnects (or restarts with the same state directory)
+  subscribes again with the last sequence number it saw from each publisher
+  and is sent what it missed, if retained.
+* **Topic limits.** A topic is held at the home while it has subscribers or
+  retained messages, then forgotten. Each peer (the source of the ``Publish``
+  or ``Subscribe`` that made the home create it) may have the home hold at
+  most ``topics_per_publisher`` topics; past that a new topic is refused with
+  an ``Error`` (QUOTA) through ``host.limiter``. The home's own topics are not
+  counted.
 * **Slow subscribers.** The home queues at most ``queue_max`` messages per
   subscriber; when a subscriber falls further behind, the oldest are dropped
   and counted (``dropped`` in the topic's stats) — it then recovers them from
@@ -30,14 +38,14 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .exceptions import EdgeAgentError, NoRoute
 from .host import Host, Inbound, Policy, Registration, Sender, Service, on
-from .wire import Deliver, NodeId, PubAck, PubEntry, Publish, Response, Subscribe, Unsubscribe
+from .wire import Deliver, Error, ErrorCode, NodeId, PubAck, PubEntry, Publish, Response, Subscribe, Unsubscribe
 from .wire import Message as WireMessage
 
 if TYPE_CHECKING:
@@ -51,7 +59,6 @@ log = logging.getLogger(__name__)
 BATCH_MAX: Final = 256
 QUEUE_MAX: Final = 4096
 RETAIN_COUNT: Final = 10_000
-RETAIN_S: Final = 300.0
 GAP_WAIT_S: Final = 10.0  # a gap that has not shrunk for this long is not retained any more: skip it
 
 
@@ -83,6 +90,7 @@ class _Topic:
     retained: deque[tuple[float, PubEntry]] = field(default_factory=deque)
     last_seq: dict[NodeId, int] = field(default_factory=dict)
     published: int = 0
+    creator: NodeId | None = None  # the peer whose Publish or Subscribe made the home create it (None: the home)
 
 
 class Subscription:
@@ -128,15 +136,17 @@ class PubSub(Service):
         *,
         queue_max: int = QUEUE_MAX,
         retain_count: int = RETAIN_COUNT,
-        retain_s: float = RETAIN_S,
+        retain_s: float | None = None,
         batch_max: int = BATCH_MAX,
     ) -> None:
         self.host = host
         self.queue_max = queue_max
         self.retain_count = retain_count
-        self.retain_s = retain_s
+        self._retain_s = retain_s
         self.batch_max = batch_max
         self.topics: dict[str, _Topic] = {}  # hosted here
+        self._created: Counter[NodeId] = Counter()  # topics held here per peer that made the home create them
+        self._expiry_task: asyncio.Task[None] | None = None
         # local side
         self.subs: dict[str, list[Subscription]] = {}
         self.seen: dict[str, dict[NodeId, int]] = {}  # topic -> publisher -> last delivered seq
@@ -168,6 +178,11 @@ class PubSub(Service):
     def on_link_up(self, peer: NodeId, link: Link) -> None:
         if peer == self.home():
             self.on_home_link()
+
+    @property
+    def retain_s(self) -> float:
+        """Seconds a message is retained: the constructor's ``retain_s``, else the ``retention`` limit."""
+        return self._retain_s if self._retain_s is not None else self.host.limiter.limits.retention
 
     def status_fields(self) -> dict[str, Any]:
         return {"pubsub": self.status()}
@@ -264,11 +279,43 @@ class PubSub(Service):
 
     # -- the home's hub -----------------------------------------------------------------------------
 
-    async def on_publish(self, m: Inbound[Publish]) -> None:
-        await self._on_publish_local(m.source, m.body)
+    def _topic(self, name: str, who: NodeId) -> _Topic | Error:
+        """The hosted topic ``name``, created for ``who`` if new; the Error to send if ``who`` may not create it."""
+        t = self.topics.get(name)
+        if t is not None:
+            return t
+        if who == self.host.node_id:
+            t = self.topics[name] = _Topic()
+            return t
+        cap = self.host.limiter.limits.topics_per_publisher
+        if self._created[who] >= cap:
+            why = f"this peer already has {self._created[who]} topics here, the most allowed; {name!r} not created"
+            return self.host.limiter.refuse("topics_per_publisher", who, why, time.monotonic())
+        self._created[who] += 1
+        t = self.topics[name] = _Topic(creator=who)
+        return t
 
-    async def _on_publish_local(self, publisher: NodeId, body: Publish) -> None:
-        t = self.topics.setdefault(body.topic, _Topic())
+    def _forget_if_unused(self, name: str) -> None:
+        """Forget a hosted topic with no subscriber and nothing retained (its creator may create another)."""
+        t = self.topics.get(name)
+        if t is None or t.subscribers or t.retained:
+            return
+        del self.topics[name]
+        if t.creator is not None:
+            self._created[t.creator] -= 1
+            if self._created[t.creator] <= 0:
+                del self._created[t.creator]
+
+    async def on_publish(self, m: Inbound[Publish]) -> None:
+        refused = await self._on_publish_local(m.source, m.body)
+        if refused is not None:
+            await m.refuse(ErrorCode(refused.code), refused.reason)
+
+    async def _on_publish_local(self, publisher: NodeId, body: Publish) -> Error | None:
+        """Hold and fan out a batch at the home; the Error to answer when the topic may not be created."""
+        t = self._topic(body.topic, publisher)
+        if isinstance(t, Error):
+            return t
         last = t.last_seq.get(publisher, 0)
         now = time.monotonic()
         for i, value in enumerate(body.values):
@@ -283,15 +330,38 @@ class PubSub(Service):
                 self._enqueue(sub, entry)
         t.last_seq[publisher] = last
         self._trim(t, now)
+        if t.retained and (self._expiry_task is None or self._expiry_task.done()):
+            self._expiry_task = self.host.spawn(self._expire(), name="pubsub-retention")
+        self._forget_if_unused(body.topic)  # an empty batch must not leave a topic held
         if publisher == self.host.node_id:
             self._ack(body.topic, last)
         else:
             with contextlib.suppress(EdgeAgentError):
                 await self.host.send(publisher, PubAck(body.topic, last))
+        return None
 
     def _trim(self, t: _Topic, now: float) -> None:
-        while t.retained and (len(t.retained) > self.retain_count or now - t.retained[0][0] > self.retain_s):
+        keep = self.retain_s
+        while t.retained and (len(t.retained) > self.retain_count or now - t.retained[0][0] > keep):
             t.retained.popleft()
+
+    def _trim_all(self, now: float) -> None:
+        """Trim every hosted topic's retention by count and age; forget the topics left unused."""
+        for name, t in list(self.topics.items()):
+            self._trim(t, now)
+            self._forget_if_unused(name)
+
+    async def _expire(self) -> None:
+        """While anything is retained: drop messages as they pass ``retain_s`` (no publish needed)."""
+        while True:
+            now = time.monotonic()
+            self._trim_all(now)
+            oldest = min((t.retained[0][0] for t in self.topics.values() if t.retained), default=None)
+            if oldest is None:
+                return  # started again by the next publish
+            keep = self.retain_s
+            # at most an eighth of retain_s (and a second) late, and never a busy loop
+            await asyncio.sleep(max(oldest + keep - now, min(1.0, keep / 8)))
 
     def _enqueue(self, sub: _SubState, entry: PubEntry) -> None:
         if len(sub.queue) >= self.queue_max:
@@ -301,12 +371,18 @@ class PubSub(Service):
         sub.wake.set()
 
     async def on_subscribe(self, m: Inbound[Subscribe]) -> None:
-        self._host_subscribe(m.source, m.body)
-        if m.env.reply_to is None:
+        refused = self._host_subscribe(m.source, m.body)
+        if refused is not None:
+            await m.refuse(ErrorCode(refused.code), refused.reason)
+        elif m.env.reply_to is None:
             await m.reply(Response(None))
 
-    def _host_subscribe(self, who: NodeId, req: Subscribe) -> None:
-        t = self.topics.setdefault(req.topic, _Topic())
+    def _host_subscribe(self, who: NodeId, req: Subscribe) -> Error | None:
+        """Add ``who`` as a subscriber and queue its replay; the Error to answer when the topic may not be created."""
+        t = self._topic(req.topic, who)
+        if isinstance(t, Error):
+            return t
+        self._trim(t, time.monotonic())  # replay only what is still retained
         sub = t.subscribers.get(who)
         if sub is None:
             sub = t.subscribers[who] = _SubState()
@@ -329,6 +405,7 @@ class PubSub(Service):
                 sub.wake.set()
         if sub.task is None or sub.task.done():
             sub.task = self.host.spawn(self._deliver_loop(req.topic, who, sub), name="pubsub-deliver")
+        return None
 
     async def on_unsubscribe(self, m: Inbound[Unsubscribe]) -> None:
         self._host_unsubscribe(m.source, m.body.topic)
@@ -339,13 +416,15 @@ class PubSub(Service):
             sub = t.subscribers.pop(who, None)
             if sub is not None and sub.task is not None:
                 sub.task.cancel()
+            self._forget_if_unused(topic)
 
     def on_link_down(self, peer: NodeId) -> None:
         """A subscriber went away: stop its sender (it resumes from retention when it subscribes again)."""
-        for t in self.topics.values():
+        for name, t in list(self.topics.items()):
             sub = t.subscribers.pop(peer, None)
             if sub is not None and sub.task is not None:
                 sub.task.cancel()
+            self._forget_if_unused(name)
 
     async def _deliver_loop(self, topic: str, who: NodeId, sub: _SubState) -> None:
         me = self.host.node_id
@@ -508,6 +587,7 @@ class PubSub(Service):
             tmp.replace(self.state_file)
 
     def status(self) -> dict[str, Any]:
+        self._trim_all(time.monotonic())
         return {
             "home": str(self.home()),
             "hosted": {
@@ -534,5 +614,7 @@ class PubSub(Service):
                     sub.task.cancel()
         if self._pub_task is not None:
             self._pub_task.cancel()
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
         for task in list(self._tasks):
             task.cancel()

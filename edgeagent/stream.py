@@ -8,6 +8,13 @@ data past a gap (frames lost with a dead relay) is dropped and answered with
 a ``gap`` ack, and the sender goes back to the acknowledged offset on
 whatever route the routing policy now picks (go-back-N: a route change costs
 at most one window of resent bytes).
+
+Limits (``host.limiter``): one peer may have ``streams_per_peer`` streams in
+progress here and all peers together ``MAX_INBOUND`` (the system scope); a
+stream that receives nothing for ``stream_idle`` seconds is dropped (its
+partial file removed, its slot freed) and its sender told so, now and whenever
+it sends again. A refusal is a ``StreamAck`` whose ``error`` is the limiter's
+reason (``"limit <name>: ..."``); the sender raises ``RemoteQuotaExceeded``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK: Final = 256 * 1024
 DEFAULT_WINDOW: Final = 8 << 20
 ACK_EVERY: Final = 1 << 20
-MAX_INBOUND: Final = 16
+MAX_INBOUND: Final = 16  # streams in progress from all peers together (the system scope)
+_DROPPED_KEPT: Final = 256  # idle-dropped streams remembered, to tell a returning sender why
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -161,8 +170,12 @@ class StreamWriter:
         return self
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; waits while a window of bytes is unacknowledged (backpressure)."""
+        """Queue ``data``; waits while a window of bytes is unacknowledged (backpressure).
+
+        Raises the sender's error if the stream already failed (e.g. the peer dropped it as idle)."""
         assert self.task is not None, "use `async with node.open_stream(...)`"
+        if self.task.done():
+            self.task.result()  # raises the sender's error
         if self.src.size is not None:
             raise EdgeAgentError("the stream is closed")
         while self.src.available - self.src.base >= self.window:
@@ -217,6 +230,7 @@ class InboundStream:
     complete: bool = False
     fd: int | None = None
     started: float = 0.0
+    last_rx: float = 0.0  # monotonic time of the last frame received (the idle timeout counts from it)
     sha256: str | None = None  # hashed from the stored file after completion, off the event loop
 
     def to_json(self) -> dict[str, Any]:
@@ -245,6 +259,9 @@ class StreamService(Service):
         self.on_complete: Callable[[InboundStream], None] | None = None
         self.completed = asyncio.Condition()
         self._tasks: set[asyncio.Future[None]] = set()
+        self._idle_task: asyncio.Task[None] | None = None
+        # (source, stream id) -> why it was dropped: a sender coming back is told, not "unknown stream"
+        self._dropped: OrderedDict[tuple[NodeId, bytes], str] = OrderedDict()
 
     def handlers(self) -> Mapping[type[Message], Registration]:
         # streams ride the best bulk route, relays included
@@ -330,7 +347,7 @@ class StreamService(Service):
         try:
             while not st.complete:
                 if st.error:
-                    raise remote_error(ErrorCode.BAD_REQUEST, f"stream refused by {peer}: {st.error}")
+                    raise remote_error(_refusal_code(st.error), f"stream refused by {peer}: {st.error}")
                 src.release(st.acked)
                 remaining = (src.size if src.size is not None else src.available) - st.acked
                 pick = routes_view.pick(peer, Traits("stream", max(remaining, 0), deadline_s))
@@ -440,6 +457,7 @@ class StreamService(Service):
                 await self._ack(env, data.stream_id, 0, error=refusal)
                 return
             ins = self._open(env.source, data)
+        ins.last_rx = time.monotonic()
         if ins.complete:
             await self._ack(env, data.stream_id, ins.size, complete=True)
             return
@@ -474,10 +492,21 @@ class StreamService(Service):
             await self._ack(env, data.stream_id, ins.expected)
 
     def _refuse_new(self, env: Envelope, data: StreamData) -> str:
+        """Why a frame of a stream this node does not hold is refused ("" to open it)."""
+        dropped = self._dropped.get((env.source, data.stream_id))
+        if dropped is not None:
+            return dropped  # counted when it was dropped; every later frame gets the same answer
         if data.offset != 0:
             return "unknown stream (this node restarted?); start again"
-        if sum(1 for s in self.inbound.values() if not s.complete) >= MAX_INBOUND:
-            return "too many streams in progress"
+        limits = self.host.limiter.limits
+        mine = sum(1 for s in self.inbound.values() if not s.complete and s.source == env.source)
+        if mine >= limits.streams_per_peer:
+            why = f"{mine} streams from this peer in progress, the most allowed; finish one first"
+            return self.host.limiter.refuse("streams_per_peer", env.source, why, time.monotonic()).reason
+        total = sum(1 for s in self.inbound.values() if not s.complete)
+        if total >= MAX_INBOUND:
+            why = f"{total} streams in progress on this node, the most allowed; try again later"
+            return self.host.limiter.refuse("streams_total", env.source, why, time.monotonic()).reason
         if data.size > self.max_bytes:
             return f"stream of {data.size} bytes exceeds this node's limit of {self.max_bytes}"
         return ""
@@ -487,13 +516,50 @@ class StreamService(Service):
         base = _NAME_OK.sub("_", os.path.basename(data.name)).strip("._") or data.stream_id.hex()
         part = self.directory / f".{data.stream_id.hex()}.part"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        ins = InboundStream(source, data.stream_id, data.size, base[:128], part, fd=fd, started=time.monotonic())
+        now = time.monotonic()
+        ins = InboundStream(source, data.stream_id, data.size, base[:128], part, fd=fd, started=now, last_rx=now)
         self.inbound[(source, data.stream_id)] = ins
         # keep the record of finished streams bounded
         done = [k for k, s in self.inbound.items() if s.complete]
         for k in done[: max(0, len(done) - 256)]:
             del self.inbound[k]
+        if self._idle_task is None or self._idle_task.done():
+            self._idle_task = self.host.spawn(self._drop_idle(), name="stream-idle")
         return ins
+
+    async def _drop_idle(self) -> None:
+        """While streams are in progress: drop each one that received nothing for ``stream_idle`` seconds."""
+        while True:
+            idle = self.host.limiter.limits.stream_idle
+            now = time.monotonic()
+            for ins in [s for s in self.inbound.values() if not s.complete and now - s.last_rx >= idle]:
+                self._drop(ins, idle, now)
+            live = [s.last_rx for s in self.inbound.values() if not s.complete]
+            if not live:
+                return  # started again by the next stream opened
+            # at most an eighth of the timeout (and a second) late, and never a busy loop
+            await asyncio.sleep(max(min(live) + idle - now, min(1.0, idle / 8)))
+
+    def _drop(self, ins: InboundStream, idle: float, now: float) -> None:
+        """Forget an idle stream: close and remove its partial file, free its slot, tell its sender."""
+        why = f"stream {ins.stream_id.hex()[:8]} received nothing for {idle:g} s and was dropped; start again"
+        reason = self.host.limiter.refuse("stream_idle", ins.source, why, now).reason
+        key = (ins.source, ins.stream_id)
+        self.inbound.pop(key, None)
+        if ins.fd is not None:
+            os.close(ins.fd)
+            ins.fd = None
+        with contextlib.suppress(OSError):
+            ins.part.unlink()
+        self._dropped[key] = reason
+        while len(self._dropped) > _DROPPED_KEPT:
+            self._dropped.popitem(last=False)
+        log.info("stream %s from %s dropped after %g s idle (%d of %s bytes)", ins.stream_id.hex()[:8],
+                 ins.source, idle, ins.expected, ins.size or "?")  # fmt: skip
+        # told now (a sender waiting for its application to write fails at once), off this loop
+        task = self.host.spawn(self._ack_to(ins.source, ins.stream_id, 0, error=reason), name="stream-drop")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _finish(self, ins: InboundStream) -> None:
         assert ins.fd is not None
@@ -519,9 +585,14 @@ class StreamService(Service):
     async def _ack(
         self, env: Envelope, sid: bytes, offset: int, *, gap: bool = False, complete: bool = False, error: str = ""
     ) -> None:
+        await self._ack_to(env.source, sid, offset, gap=gap, complete=complete, error=error)
+
+    async def _ack_to(
+        self, peer: NodeId, sid: bytes, offset: int, *, gap: bool = False, complete: bool = False, error: str = ""
+    ) -> None:
         ack = StreamAck(sid, offset, gap, complete, error)
         with contextlib.suppress(LinkError, NoRoute):
-            await self.host.send(env.source, ack, Traits("request"))
+            await self.host.send(peer, ack, Traits("request"))
 
     async def _hash(self, ins: InboundStream) -> None:
         """SHA-256 of a finished stream for ``status`` (not needed for integrity: links authenticate every byte)."""
@@ -540,9 +611,17 @@ class StreamService(Service):
             ins.sha256 = await asyncio.to_thread(digest)
 
     def close(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         for t in list(self._tasks):
             t.cancel()
         for ins in self.inbound.values():
             if ins.fd is not None:
                 os.close(ins.fd)
                 ins.fd = None
+
+
+def _refusal_code(error: str) -> ErrorCode:
+    """The code a refusal in a ``StreamAck`` stands for: a limit's (the limiter's ``"limit <name>: "``
+    prefix) is QUOTA, anything else BAD_REQUEST (a StreamAck carries the reason only)."""
+    return ErrorCode.QUOTA if error.startswith("limit ") else ErrorCode.BAD_REQUEST
