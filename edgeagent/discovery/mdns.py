@@ -8,6 +8,12 @@ up and neither cellular nor point-to-point (DESIGN s.7: mDNS is never sent on
 cellular). ``listen_only`` browses without advertising. Stopping sends the
 goodbye packets (the service is unregistered with TTL 0) so peers drop the
 node at once; peers that vanish silently expire with their record's TTL.
+
+Bounded (issue 16): at most ``mdns_peers`` advertised peers are kept (and resolved at once); an
+advert for a further peer is refused before it is resolved, counted under ``mdns_peers`` by the
+node's ``Limiter``, unless the peer is authorised and a kept peer is not (then the stranger that
+was seen first makes room). At most ``_RESOLVES`` lookups run at once, and a peer's first
+``_MAX_ADDRESSES`` IPv4 addresses are kept.
 """
 
 from __future__ import annotations
@@ -17,19 +23,25 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..exceptions import DecodeError, EdgeAgentError, SignatureError
 from ..identity import Identity
+from ..limits import Limiter
 from ..wire import NodeId
 from .records import SERVICE_TYPE, MdnsRecord, sign_txt, verify_txt
 
-__all__ = ["DiscoveredPeer", "MdnsDiscovery", "interface_addresses"]
+__all__ = ["DiscoveredPeer", "Lookup", "MdnsDiscovery", "interface_addresses"]
 
 log = logging.getLogger(__name__)
 _RESOLVE_MS: Final = 3000
+_RESOLVES: Final = 8  # lookups of advertised services in flight at once
+_MAX_ADDRESSES: Final = 4  # addresses kept (and dialled) per advertised peer
+
+#: resolves an advertised service name to its TXT properties and IPv4 addresses (None: no answer)
+Lookup = Callable[[str], Awaitable[tuple[Mapping[bytes, bytes | None], list[str]] | None]]
 _CELLULAR_PREFIXES: Final = ("ww", "rmnet", "ccmni", "pdp", "ppp", "tun", "tap", "wg")
 
 
@@ -78,7 +90,14 @@ class MdnsDiscovery:
         on_peer: Callable[[DiscoveredPeer], None] | None = None,
         on_gone: Callable[[NodeId], None] | None = None,
         listen_only: bool = False,
+        limiter: Limiter | None = None,
+        authorised: Callable[[NodeId], bool] | None = None,
+        lookup: Lookup | None = None,
     ) -> None:
+        """``limiter``: the node's (its ``mdns_peers`` caps the peers kept, refusals are counted
+        there); ``authorised``: whether this node authorises a peer (an authorised peer's advert may
+        displace a stranger's when full); ``lookup``: how a service name is resolved (zeroconf's
+        lookup by default; tests pass their own)."""
         if not addresses:
             raise EdgeAgentError("no interface to run mDNS on (none is up, or all are cellular/point-to-point)")
         self.identity = identity
@@ -86,13 +105,23 @@ class MdnsDiscovery:
         self.listen_only = listen_only
         self.on_peer = on_peer
         self.on_gone = on_gone
+        self.limiter = limiter if limiter is not None else Limiter()
+        self._authorised = authorised or (lambda node: True)
+        self._lookup: Lookup = lookup or self._zeroconf_lookup
         self.peers: dict[NodeId, DiscoveredPeer] = {}
         self.ignored = 0
         self._names: dict[str, NodeId] = {}
+        self._resolving: dict[str, NodeId] = {}  # names being looked up
+        self._again: set[str] = set()  # names that changed while being looked up
+        self._lookups = asyncio.Semaphore(_RESOLVES)
         self._aiozc: Any = None
         self._browser: Any = None
         self._info: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def max_peers(self) -> int:
+        return self.limiter.limits.mdns_peers
 
     @property
     def instance_name(self) -> str:
@@ -159,18 +188,77 @@ class MdnsDiscovery:
             if node is not None and self.peers.pop(node, None) is not None and self.on_gone:
                 self.on_gone(node)
             return
+        node = self._named(name)
+        if node is None:
+            self.ignored += 1
+            return
+        if name in self._resolving:
+            self._again.add(name)  # looked up once more when the lookup in flight ends
+            return
+        if not self._room_for(node):
+            self._refuse(node, "advert dropped unresolved")
+            return
+        self._resolving[name] = node
         task = asyncio.ensure_future(self._resolve(name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _resolve(self, name: str) -> None:
+    @staticmethod
+    def _named(name: str) -> NodeId | None:
+        """The NodeId an instance name ``<NodeId>.<SERVICE_TYPE>`` gives (None: not such a name)."""
+        suffix = f".{SERVICE_TYPE}"
+        if not name.endswith(suffix):
+            return None
+        try:
+            return NodeId.parse(name[: -len(suffix)])
+        except (DecodeError, ValueError):
+            return None
+
+    def _room_for(self, node: NodeId) -> bool:
+        """Whether an advert for ``node`` may be resolved: it is kept already, there is room for
+        one more (counting lookups in flight), or it is authorised and a kept peer is not."""
+        if node in self.peers:
+            return True
+        looking = sum(1 for n in self._resolving.values() if n not in self.peers)
+        if len(self.peers) + looking < self.max_peers:
+            return True
+        return self._authorised(node) and self._stranger() is not None
+
+    def _stranger(self) -> NodeId | None:
+        """The kept peer seen first among those this node does not authorise."""
+        strangers = [p for p in self.peers.values() if not self._authorised(p.node_id)]
+        return min(strangers, key=lambda p: p.seen_at).node_id if strangers else None
+
+    def _refuse(self, node: NodeId, what: str) -> None:
+        reason = f"{what}: {len(self.peers)} advertised peers kept (the most is {self.max_peers})"
+        self.limiter.refuse("mdns_peers", node, reason, time.monotonic())
+
+    async def _zeroconf_lookup(self, name: str) -> tuple[Mapping[bytes, bytes | None], list[str]] | None:
         from zeroconf.asyncio import AsyncServiceInfo
 
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(self._aiozc.zeroconf, _RESOLVE_MS):
-            return
+            return None
+        return info.properties or {}, list(info.parsed_addresses())
+
+    async def _resolve(self, name: str) -> None:
         try:
-            record = verify_txt(info.properties or {})
+            while True:
+                async with self._lookups:
+                    found = await self._lookup(name)
+                if found is not None:
+                    self._accept(name, *found)
+                if name not in self._again:
+                    return
+                self._again.discard(name)
+        finally:
+            self._resolving.pop(name, None)
+            self._again.discard(name)
+
+    def _accept(self, name: str, properties: Mapping[bytes, bytes | None], addresses: list[str]) -> None:
+        """Keep the verified record a lookup of ``name`` found, if there is room (see the module doc)."""
+        try:
+            record = verify_txt(dict(properties))
         except (DecodeError, SignatureError) as exc:
             self.ignored += 1
             log.info("mDNS: ignoring %s: %s", name, exc)
@@ -184,9 +272,22 @@ class MdnsDiscovery:
         old = self.peers.get(record.node_id)
         if old is not None and record.seq < old.record.seq:
             return  # a stale record
-        addresses = [a for a in info.parsed_addresses() if ":" not in a]
-        peer = DiscoveredPeer(record, addresses)
+        if old is None and len(self.peers) >= self.max_peers:
+            stranger = self._stranger() if self._authorised(record.node_id) else None
+            if stranger is None:
+                self._refuse(record.node_id, "advert dropped")
+                return
+            self._drop(stranger)
+        peer = DiscoveredPeer(record, [a for a in addresses if ":" not in a][:_MAX_ADDRESSES])
         self.peers[record.node_id] = peer
         self._names[name] = record.node_id
         if self.on_peer:
             self.on_peer(peer)
+
+    def _drop(self, node: NodeId) -> None:
+        """Forget a kept peer to make room (reported through ``on_gone``)."""
+        self.peers.pop(node, None)
+        self._names = {n: v for n, v in self._names.items() if v != node}
+        log.info("mDNS: %d peers kept: forgetting %s for an authorised peer", self.max_peers, node.short())
+        if self.on_gone:
+            self.on_gone(node)

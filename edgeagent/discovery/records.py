@@ -8,6 +8,9 @@ A node advertises ``<NodeId>._edgeagent._tcp.local.`` with TXT keys
     net   network kind                metered  "1" or "0"
     sig   base64 Ed25519 signature by ``id`` over the other keys
 
+Every value is at most ``_MAX_VALUE`` characters (a longer one is refused unverified, as the
+signer refuses to make one), so an advert's capabilities stay a short list.
+
 The signature covers ``b"edgeagent-mdns:" + "\\n".join(f"{k}={v}")`` over the
 other keys sorted by name, so a record whose signature does not verify against
 its own NodeId is ignored: nobody on the LAN can advertise as another node or
@@ -82,6 +85,9 @@ def verify_txt(props: dict[bytes, bytes | None] | dict[str, str]) -> MdnsRecord:
     if missing:
         raise DecodeError(f"TXT record lacks {missing}")
     fields = {k: text[k] for k in _KEYS}
+    long = sorted(k for k in (*_KEYS, "sig") if len(text[k]) > _MAX_VALUE)
+    if long:
+        raise DecodeError(f"TXT values too long: {long} (the most is {_MAX_VALUE} characters)")
     node_id = NodeId.parse(fields["id"])
     try:
         sig = base64.b64decode(text["sig"], validate=True)

@@ -1,13 +1,22 @@
 """The network watch: this node's network probed at start and every ``probe_interval``, a change
-re-advertised at once (mDNS and the domain's registry); and mDNS discovery of LAN peers."""
+re-advertised at once (mDNS and the domain's registry); and mDNS discovery of LAN peers.
+
+Bounded (issue 16): the mDNS browser keeps at most ``mdns_peers`` advertised peers (see
+``discovery.mdns``), and at most ``mdns_dials`` dials to advertised peers are in flight, each
+bounded by ``DIAL_TIMEOUT``. An advert that finds every dial slot taken is refused (counted
+under ``mdns_dials``); its peer waits in a queue of kept peers, authorised ones first, and is
+dialled when a slot frees if it is still advertised and still not linked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import EdgeAgentError
 from ..host import Host, Service
@@ -19,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["NetworkService"]
 
 log = logging.getLogger(__name__)
+DIAL_TIMEOUT: Final = 10.0  # seconds one dial to an advertised address may take
 
 
 class NetworkService(Service):
@@ -63,6 +73,8 @@ class NetworkService(Service):
         self.mdns: Any = None  # MdnsDiscovery when enabled
         self._watcher: Any = None
         self._dialing: set[NodeId] = set()
+        self._waiting: OrderedDict[NodeId, None] = OrderedDict()  # kept peers to dial when a slot frees
+        self._closed = False
 
     async def start(self) -> None:
         """Probe once (before listening: peers are told the network in Hello)."""
@@ -134,15 +146,24 @@ class NetworkService(Service):
 
     # -- mDNS -------------------------------------------------------------------------------------
 
-    async def _start_mdns(self) -> None:
-        from ..discovery import MdnsDiscovery, MdnsRecord, interface_addresses
+    def make_mdns(self) -> Any:
+        """The MdnsDiscovery for this node (not started): its peers feed ``_on_discovered``."""
+        from ..discovery import MdnsDiscovery, interface_addresses
 
-        self.mdns = MdnsDiscovery(
+        return MdnsDiscovery(
             self.host.identity,
             interface_addresses(self.mdns_mode),
             on_peer=self._on_discovered,
+            on_gone=self._on_gone,
             listen_only=self.mdns_listen_only,
+            limiter=self.host.limiter,
+            authorised=self.host.peers.authorised,
         )
+
+    async def _start_mdns(self) -> None:
+        from ..discovery import MdnsRecord
+
+        self.mdns = self.make_mdns()
         record = None
         port = self._listen_port()
         if port is not None:
@@ -157,28 +178,62 @@ class NetworkService(Service):
         await self.mdns.start(record)
 
     def _on_discovered(self, peer: Any) -> None:
-        """A verified mDNS peer: link to it unless linked already (the lower NodeId dials)."""
+        """A verified mDNS peer: link to it unless linked already (the lower NodeId dials), with at
+        most ``mdns_dials`` such dials in flight (else it waits for a slot)."""
         node: NodeId = peer.node_id
-        advertising = self._listen_port() is not None and not self.mdns_listen_only
-        if self._linked_or_dialing(node) or node in self._dialing:
+        if not self._should_dial(node):
             return
-        if advertising and not self.host.node_id < node:
+        slots = self.host.limiter.limits.mdns_dials
+        if len(self._dialing) >= slots:
+            reason = f"{len(self._dialing)} dials to advertised peers in flight (the most is {slots})"
+            self.host.limiter.refuse("mdns_dials", node, reason, time.monotonic())
+            self._waiting[node] = None
+            self._waiting.move_to_end(node)
+            while len(self._waiting) > self.host.limiter.limits.mdns_peers:
+                self._waiting.popitem(last=False)
             return
+        self._waiting.pop(node, None)
         self._dialing.add(node)
         self.host.spawn(self._dial_discovered(peer))
+
+    def _should_dial(self, node: NodeId) -> bool:
+        if self._linked_or_dialing(node) or node in self._dialing:
+            return False
+        advertising = self._listen_port() is not None and not self.mdns_listen_only
+        return not advertising or self.host.node_id < node
+
+    def _on_gone(self, node: NodeId) -> None:
+        self._waiting.pop(node, None)
+
+    def _dial_next(self) -> None:
+        """Dial waiting peers while slots are free: authorised ones first, then the oldest."""
+        slots = self.host.limiter.limits.mdns_dials
+        while self._waiting and len(self._dialing) < slots:
+            authorised = self.host.peers.authorised
+            node = next((n for n in self._waiting if authorised(n)), next(iter(self._waiting)))
+            del self._waiting[node]
+            peer = self.mdns.peers.get(node) if self.mdns is not None else None
+            if peer is None or not self._should_dial(node):
+                continue
+            self._dialing.add(node)
+            self.host.spawn(self._dial_discovered(peer))
 
     async def _dial_discovered(self, peer: Any) -> None:
         try:
             for url in peer.urls():
                 try:
-                    link = await self._dial(url, expected_peer=peer.node_id)
-                except EdgeAgentError as exc:
-                    log.info("mDNS peer %s at %s: %s", peer.node_id, url, exc)
+                    async with asyncio.timeout(DIAL_TIMEOUT):
+                        link = await self._dial(url, expected_peer=peer.node_id)
+                except (EdgeAgentError, TimeoutError) as exc:
+                    log.info("mDNS peer %s at %s: %s", peer.node_id, url, exc or "timed out")
                     continue
                 await self._adopt_link(link)
                 return
         finally:
             self._dialing.discard(peer.node_id)
+            task = asyncio.current_task()
+            if not self._closed and (task is None or not task.cancelling()):
+                self._dial_next()  # not while the node stops
 
     def status_fields(self) -> dict[str, Any]:
         return {
@@ -191,5 +246,7 @@ class NetworkService(Service):
         }
 
     async def aclose(self) -> None:
+        self._closed = True
+        self._waiting.clear()
         if self.mdns is not None:
             await self.mdns.stop()  # goodbye packets
