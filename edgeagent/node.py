@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from .control import CONTROL_SOCKET, ControlServer, control_request, document, send_command, status_document
 from .dispatch import Dispatch, Interceptor
@@ -45,7 +45,6 @@ __all__ = ["CONTROL_SOCKET", "Node", "NodeConfig", "control_request"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_FIRST_PINGS: Final = 4  # RTT samples taken when a link comes up (averaged)
 
 
 class Node:
@@ -70,6 +69,7 @@ class Node:
             config.link,
             authorize=self.peers.authorised,
             admit=self.dispatch.admits,
+            preauth_frame=self.limiter.limits.preauth_frame_bytes,
             role=config.role,
             capabilities=tuple(dict.fromkeys(caps)),
         )
@@ -285,6 +285,8 @@ class Node:
             overrides = self.config.peer_links.get(url)
             if overrides:
                 opts = dataclasses.replace(opts, **overrides)
+            if is_domain:  # the configured domain is authorised from its first frame
+                opts = dataclasses.replace(opts, authorize=lambda _peer: True)
             return await dial(url, self.identity, opts, ssl_context=self.config.client_tls)
 
         async def on_link(link: Link) -> None:
@@ -303,21 +305,18 @@ class Node:
         )
 
     async def _on_link(self, link: Link) -> None:
+        refused = self.peers.admit_link(link, self.limiter.limits)
+        if refused is not None:  # the new link, or a stranger's that makes room for it, is closed
+            loser, name, why = refused
+            self.limiter.refuse(name, loser.peer, why, time.monotonic())
+            await loser.close(1008, f"limit {name}: {why}"[:120])
+            if loser is link:
+                return
         self.peers.add(link)
         log.info("link up: %s over %s (%s, %s)", link.peer, link.transport_kind, link.codec, link.cipher)
         for service in self.services:
             service.on_link_up(link.peer, link)
         self.spawn(self._serve(link))
-        self.spawn(self._first_ping(link))
-
-    async def _first_ping(self, link: Link) -> None:
-        """Measure a new link's RTT at once (routing would otherwise rely on priors until the keepalive)."""
-        with contextlib.suppress(EdgeAgentError):
-            for i in range(_FIRST_PINGS):
-                await link.ping(timeout=5.0)
-                if i == 0 or i == _FIRST_PINGS - 1:
-                    self.routing.report_due = True
-                await asyncio.sleep(0.05)
 
     async def _serve(self, link: Link) -> None:
         try:

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 from .wire import NodeId, PeerRecord
 
 if TYPE_CHECKING:
+    from .limits import ResourceLimits
+
+if TYPE_CHECKING:
     from .links.link import Link
 
 __all__ = ["PeerTable"]
@@ -59,6 +62,20 @@ class PeerTable:
 
     def add(self, link: Link) -> None:
         self.by_peer.setdefault(link.peer, []).append(link)
+
+    def admit_link(self, link: Link, limits: ResourceLimits) -> tuple[Link, str, str] | None:
+        """Whether a new link fits the limits: None, or (the link to close, the limit, why): the new
+        link, or, when every slot is taken and the new link's peer is authorised, a stranger's."""
+        mine = [x for x in self.by_peer.get(link.peer, []) if not x.closed]
+        if len(mine) >= limits.links_per_peer:
+            return link, "links_per_peer", f"{link.peer.short()} already has {len(mine)} links here, the most allowed"
+        every = [x for x in self.every_link() if not x.closed]
+        if len(every) < limits.links_total:
+            return None
+        strangers = [x for x in every if not x.authorised]
+        if link.authorised and strangers:  # the longest-linked stranger (links are kept in the order they came)
+            return strangers[0], "links_total", "closed to make room for an authorised peer"
+        return link, "links_total", f"this node has {len(every)} links, the most allowed"
 
     def remove(self, link: Link) -> bool:
         """Forget a closed link; True when it was the peer's last one."""

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from edgeagent.exceptions import EncodeError, LinkClosed
 from edgeagent.identity import Identity
 from edgeagent.links.base import LinkOptions
 from edgeagent.links.link import Link, establish
@@ -61,14 +62,37 @@ async def test_peer_without_flow_control_is_not_waited_for() -> None:
     await lb.close()
 
 
-async def test_a_frame_larger_than_the_window_still_goes() -> None:
+async def test_a_frame_larger_than_the_window_is_refused_at_the_sender() -> None:
     window = 128 * 1024
     la, lb, a = await _pair(window, window)
     big = Envelope(Chunk(b"p", 0, bytes(4 * window)), a.node_id)
-    await asyncio.wait_for(la.send(big), 5)
-    assert (await asyncio.wait_for(lb.recv(), 5)).body == big.body
-    await asyncio.wait_for(la.send(Envelope(Chunk(b"p", 1, b"x"), a.node_id)), 5)
+    with pytest.raises(EncodeError, match=r"larger than .* flow-control window"):
+        await asyncio.wait_for(la.send(big), 5)
+    await asyncio.wait_for(la.send(Envelope(Chunk(b"p", 1, b"x"), a.node_id)), 5)  # the link goes on
     assert (await asyncio.wait_for(lb.recv(), 5)).body.index == 1  # type: ignore[attr-defined]
+    await la.close()
+    await lb.close()
+
+
+async def test_frames_near_the_window_never_wait_forever_and_pings_pass_a_waiting_sender() -> None:
+    # the receiver returns credit in quarter windows, so up to a quarter may stay owed: a frame of
+    # 0.9 window sent after a small one waited for a whole window once, forever
+    window = 256 * 1024
+    la, lb, a = await _pair(window, window)
+    for i in range(3):
+        await asyncio.wait_for(la.send(Envelope(Chunk(b"p", i, bytes(window // 8)), a.node_id)), 5)
+        await asyncio.wait_for(lb.recv(), 5)  # consumed: the first two (1/4) are granted back, 1/8 stays owed
+    near = Envelope(Chunk(b"p", 9, bytes(window * 9 // 10 - 200)), a.node_id)
+    await asyncio.wait_for(la.send(near), 5)
+    assert (await asyncio.wait_for(lb.recv(), 5)).body.index == 9  # type: ignore[attr-defined]
+    # a sender waiting for credit does not hold back control traffic
+    blocked = asyncio.create_task(_fill(la, a, 32, []))
+    await asyncio.sleep(0.2)
+    assert not blocked.done()
+    assert await asyncio.wait_for(la.ping(), 5) >= 0
+    blocked.cancel()
+    with pytest.raises((asyncio.CancelledError, LinkClosed)):
+        await blocked
     await la.close()
     await lb.close()
 

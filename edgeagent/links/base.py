@@ -113,7 +113,10 @@ class LinkOptions:
     ``dead_after``        seconds without any frame before the link is declared dead;
     ``recv_queue``        envelopes buffered for the application before reading stops;
     ``window``            frame bytes the peer may have outstanding before it waits for Credit
-                          (flow control on every transport; 0 turns it off);
+                          (flow control on every transport; 0 turns it off); a frame larger than the
+                          peer's window is refused at the sender (``EncodeError``), never left waiting;
+    ``preauth_frame``     largest frame a peer that is not authorised may send (bytes buffered before
+                          the authorisation check); the ``[limits]`` key ``preauth_frame_bytes``;
     ``network_kind``, ``metered``, ``cost_per_gb``: this side's network, told to peers in Hello;
     ``authorize``         predicate: may this NodeId use more than ping and peer records? (None: everyone).
     ``admit``             predicate for a peer ``authorize`` refuses: may it still send this message? (the
@@ -128,6 +131,7 @@ class LinkOptions:
     dead_after: float = 45.0
     recv_queue: int = 64
     window: int = 16 << 20
+    preauth_frame: int = 64 * 1024
     limits: Limits = field(default_factory=Limits)
     network_kind: str = "unknown"
     metered: bool = False

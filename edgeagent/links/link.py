@@ -118,10 +118,10 @@ class Link(Connection):
         self.cipher = "none" if result.insecure else result.cipher
         self.transport_kind = transport.kind
         self.peer_hello: Hello = result.peer_hello
-        self.authorised = options.authorize is None or options.authorize(result.peer)
         self.stats = LinkStats(network_kind=options.network_kind, cost_per_gb=options.cost_per_gb)
         self._writer = RecordWriter(result.send, transport.max_message_size)
         self._reader = RecordReader(result.recv, options.limits.max_frame)
+        self.authorised = options.authorize is None or options.authorize(result.peer)
         self._inbox: asyncio.Queue[tuple[Envelope, int] | None] = asyncio.Queue(maxsize=options.recv_queue)
         # flow control: what we may still send (None: the peer does no flow control), what we owe
         self._peer_window = result.peer_hello.window
@@ -145,6 +145,18 @@ class Link(Connection):
         return f"<Link {self.transport_kind} {self.peer.short()} {self.codec} {self.cipher}>"
 
     @property
+    def authorised(self) -> bool:
+        """May the peer use more than pings and peer records? Until it may, its frames are capped
+        at ``preauth_frame`` bytes (what this node buffers before it knows it may listen)."""
+        return self._authorised
+
+    @authorised.setter
+    def authorised(self, value: bool) -> None:
+        self._authorised = value
+        cap = self.options.limits.max_frame
+        self._reader.max_frame = cap if value else min(cap, self.options.preauth_frame)
+
+    @property
     def max_message_size(self) -> int:
         return self.transport.max_message_size
 
@@ -163,13 +175,20 @@ class Link(Connection):
         if env.proof is None and env.source == self.local and env.destination not in (None, self.peer):
             env = prove_origin(env, self.identity)  # a relay carries it on: prove who sent it
         frame = encode(env, self.codec)
+        if self._peer_window and len(frame) > self._peer_window:
+            raise EncodeError(
+                f"{type(env.body).__name__} frame of {len(frame)} bytes is larger than {self.peer.short()}'s "
+                f"flow-control window ({self._peer_window} bytes): send it as a stream or a payload"
+            )
         if self._credit is not None and not isinstance(env.body, _NO_CREDIT):
             await self._take_credit(len(frame))
         await self._send_frame(frame)
         self.stats.sent_by_type[type(env.body).__name__] += len(frame)
 
     async def _take_credit(self, n: int) -> None:
-        need = min(n, self._peer_window)  # a frame larger than the window waits for a full window
+        # a frame goes once half a window is free (the credit may then go below zero): the peer
+        # returns credit in quarter windows, so waiting for a whole window could wait forever
+        need = min(n, self._peer_window // 2)
         async with self._credit_changed:
             if (self._credit or 0) < need:
                 self.stats.credit_waits += 1
@@ -284,7 +303,7 @@ class Link(Connection):
         try:
             while True:
                 message = await self.transport.recv()
-                self._last_rx = time.monotonic()
+                begun = self._reader.pending
                 self.stats.bytes_received += len(message)
                 for frame in self._reader.feed(message):
                     self.stats.frames_received += 1
@@ -293,7 +312,10 @@ class Link(Connection):
                     if env is None:
                         self._consumed(size)
                     else:
+                        self._last_rx = time.monotonic()  # a sign of life: a frame that decodes
                         await self._dispatch(env, size)
+                if self._reader.pending > begun:  # a large frame on its way: life too (empty records are not)
+                    self._last_rx = time.monotonic()
         except LinkError as exc:
             await self._shutdown(exc)
         except RemoteProtocolError as exc:

@@ -85,13 +85,18 @@ class RecordWriter:
 class RecordReader:
     """Opens records from transport messages and reassembles frames (bounded by ``max_frame``)."""
 
-    __slots__ = ("_buf", "_cipher", "_max_frame", "_size")
+    __slots__ = ("_buf", "_cipher", "_size", "max_frame")
 
     def __init__(self, cipher: CipherState | None, max_frame: int) -> None:
         self._cipher = cipher
-        self._max_frame = max_frame
+        self.max_frame = max_frame  # may change: a link raises it once its peer is authorised
         self._buf = bytearray(_INITIAL)
         self._size = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame begun but not finished (empty records add none)."""
+        return self._size
 
     def feed(self, message: bytes | bytearray | memoryview) -> Iterator[memoryview]:
         """Yield each complete frame in one transport message.
@@ -121,8 +126,8 @@ class RecordReader:
                 raise RemoteProtocolError("record shorter than its authentication tag")
             plain = length - overhead
             size = self._size + plain
-            if size > self._max_frame:
-                raise RemoteProtocolError(f"frame larger than the {self._max_frame}-byte cap")
+            if size > self.max_frame:
+                raise RemoteProtocolError(f"frame larger than the {self.max_frame}-byte cap")
             if size > len(self._buf):
                 # a new buffer rather than resizing in place: an old frame's view may still be
                 # referenced (a traceback kept by a log handler), and resizing would fail then

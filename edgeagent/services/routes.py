@@ -38,6 +38,7 @@ __all__ = ["RoutingService", "traits_of"]
 log = logging.getLogger(__name__)
 _SEEN_MAX: Final = 8192  # (source, msg_id) pairs a relay remembers to drop duplicates
 _MAX_ROUTE_DESTINATIONS: Final = 16  # per RouteRequest
+_FIRST_PINGS: Final = 4  # RTT samples taken when a link comes up (averaged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +128,16 @@ class RoutingService(Service):
             peer_relays=hello.role == "domain" or "relay" in hello.capabilities,
         )
         self.report_due = True
+        self.host.spawn(self._first_pings(link), name=f"first-ping-{peer.short()}")
+
+    async def _first_pings(self, link: Link) -> None:
+        """Measure a new link's RTT at once (routing would otherwise rely on priors until the keepalive)."""
+        with contextlib.suppress(EdgeAgentError):
+            for i in range(_FIRST_PINGS):
+                await link.ping(timeout=5.0)
+                if i == 0 or i == _FIRST_PINGS - 1:
+                    self.report_due = True
+                await asyncio.sleep(0.05)
 
     def on_link_closed(self, link: Link) -> None:
         lid = self._link_ids.pop(id(link), None)
