@@ -4,15 +4,19 @@ A device that trained on ``n`` examples sends ``n * (new - global)`` and ``n``;
 a relay adds its children's sums to its own; the domain divides the total by
 the total weight and adds it to the global model (FedAvg). Sums never count a
 device twice: an aggregate whose contributors overlap those already taken is
-refused whole.
+refused whole. Nothing that is not a well-formed update of the model is summed
+(:func:`update_problem`: the model's float32 shapes, finite values, a bounded
+step per sample), so a sum and the FedAvg model stay finite whatever a peer sends.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -21,16 +25,65 @@ from ..exceptions import EdgeAgentError
 from ..wire import NodeId, Tensor, Update
 
 __all__ = [
+    "MAX_MEAN_STEP",
+    "MAX_SAMPLES_PER_DEVICE",
     "RoundSum",
     "apply_fedavg",
     "from_tensors",
     "load_model",
     "model_bytes",
     "to_tensors",
+    "update_problem",
     "weighted_delta",
 ]
 
 Array = npt.NDArray[np.float32]
+Shapes = Sequence[tuple[int, ...]]
+
+#: The largest weighted-mean change of one parameter in one round (``|weighted_delta| <= num_samples x this``).
+#: Honest training moves parameters by far less; with it every sum of accepted updates fits float32.
+MAX_MEAN_STEP: Final = 1e6
+#: The most training examples one device may claim (``num_samples <= contributors x this``).
+MAX_SAMPLES_PER_DEVICE: Final = 1 << 40
+_F32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+def update_problem(upd: Update, shapes: Shapes | None) -> str | None:
+    """Why ``upd`` cannot be summed into a model of ``shapes`` (None when it can).
+
+    Pure, and about the update's form only (who may send it is the caller's question): a
+    contributor named once, float32 arrays of exactly the model's shapes (``shapes`` None: not
+    known yet, only dtype and values are checked), finite values, at most ``MAX_MEAN_STEP`` per
+    sample and ``MAX_SAMPLES_PER_DEVICE`` samples per contributor, finite metrics. An update with
+    no contributors (a device that left, a relay whose subtree all dropped) carries no arrays.
+    """
+    who = upd.contributors
+    if len(set(who)) != len(who):
+        return "it names a contributor twice"
+    bad = next((k for k, v in upd.metrics.items() if not math.isfinite(v)), None)
+    if bad is not None:
+        return f"metric {bad!r} is not finite"
+    if not who:
+        if upd.weighted_delta or upd.num_samples:
+            return "an update without contributors carries arrays or samples"
+        return None
+    if upd.num_samples > len(who) * MAX_SAMPLES_PER_DEVICE:
+        return f"{upd.num_samples} samples from {len(who)} contributor(s) is more than any device has"
+    if shapes is not None and len(upd.weighted_delta) != len(shapes):
+        return f"it has {len(upd.weighted_delta)} arrays, the model {len(shapes)}"
+    for i, t in enumerate(upd.weighted_delta):
+        if t.dtype != "float32":
+            return f"array {i} is {t.dtype}, the model is float32"
+        if shapes is not None and tuple(t.shape) != tuple(shapes[i]):
+            return f"array {i} has shape {tuple(t.shape)}, the model {tuple(shapes[i])}"
+    bound = float(upd.num_samples) * MAX_MEAN_STEP
+    for i, t in enumerate(upd.weighted_delta):
+        a = t.to_numpy()
+        if not np.isfinite(a).all():
+            return f"array {i} holds NaN or infinite values"
+        if a.size and float(np.max(np.abs(a))) > bound:
+            return f"array {i} moves a parameter by more than {MAX_MEAN_STEP:g} per sample"
+    return None
 
 
 def to_tensors(arrays: Sequence[Array]) -> tuple[Tensor, ...]:
@@ -68,7 +121,11 @@ class RoundSum:
     refused: int = 0
 
     def add(self, upd: Update) -> bool:
-        """Add one (possibly aggregated) update; False (nothing added) when it overlaps or does not fit."""
+        """Add one (possibly aggregated) update; False (nothing added) when it overlaps or does not fit.
+
+        ``shapes``, when set before the first add (the model's), is what every update must match;
+        otherwise the first update with contributors sets it.
+        """
         if upd.job_id != self.job_id or upd.round != self.round:
             self.refused += 1
             return False
@@ -76,19 +133,17 @@ class RoundSum:
         if who & self.contributors:
             self.refused += 1  # a re-routed update already counted: never twice
             return False
+        if update_problem(upd, self.shapes) is not None:
+            self.refused += 1
+            return False
         self.dropped |= set(upd.dropped)
         if not who:
             return True  # nothing to sum (a node that left reports itself dropped)
         arrays = from_tensors(upd.weighted_delta)
-        shapes = [a.shape for a in arrays]
-        if self.shapes is None:
-            self.shapes = shapes
+        if self.total is None:
+            self.shapes = [a.shape for a in arrays]
             self.total = [a.astype(np.float64) for a in arrays]
-        elif shapes != self.shapes:
-            self.refused += 1
-            return False
         else:
-            assert self.total is not None
             for t, a in zip(self.total, arrays, strict=True):
                 np.add(t, a, out=t)
         self.num_samples += upd.num_samples
@@ -118,15 +173,19 @@ class RoundSum:
 
 
 def apply_fedavg(global_params: Sequence[Array], total: RoundSum) -> list[Array]:
-    """The new global model: global + (sum of weighted deltas) / (sum of weights)."""
+    """The new global model: global + (sum of weighted deltas) / (sum of weights).
+
+    Never NaN or infinite: a result that would not be finite in float32 (which summed, checked
+    updates cannot produce) leaves the model as it was.
+    """
     if total.total is None or not total.num_samples:
         return [p.copy() for p in global_params]
-    if [p.shape for p in global_params] != total.shapes:
+    if [tuple(p.shape) for p in global_params] != [tuple(s) for s in total.shapes or ()]:
         raise EdgeAgentError("the aggregated update does not match the global model's shapes")
-    return [
-        (p.astype(np.float64) + t / total.num_samples).astype(np.float32)
-        for p, t in zip(global_params, total.total, strict=True)
-    ]
+    out = [p.astype(np.float64) + t / total.num_samples for p, t in zip(global_params, total.total, strict=True)]
+    if not all(bool(np.all(np.abs(o) <= _F32_MAX)) for o in out):  # NaN compares False too
+        return [p.copy() for p in global_params]
+    return [o.astype(np.float32) for o in out]
 
 
 def model_bytes(params: Sequence[Array], meta: Mapping[str, object] | None = None) -> bytes:

@@ -1,4 +1,5 @@
-"""Federated-learning jobs over the payload tree: the domain's job runner and the device's participant.
+"""Federated-learning jobs over the payload tree: the domain's job runner (the device's side is
+``device.FlDevice``, the update checks are in ``checks``; both are re-exported here).
 
 Per round the domain writes the global model (``.npz``), sends it down a
 payload tree to the participants, and sends each a ``RoundStart`` naming its
@@ -10,27 +11,33 @@ stores a checkpoint (``<state>/fl/<job>/round-<r>.npz`` and ``state.json``)
 and announces the ``RoundResult``. A domain restarted with the same job
 resumes after its last checkpoint. A device whose parent's link drops before
 the round closes sends its update straight to the domain instead.
+
+Updates are checked where they are summed. The domain takes one only from a
+participant of the round, naming only contributors (and dropped devices) in
+the subtree the round assigned to that sender, and only in the model's float32
+shapes with finite values (``aggregate.update_problem``); a device checks its
+children the same way against the subtrees its ``RoundStart`` lists for them
+(hyper-parameter ``_subtrees``). A refused update is answered with an ``Error``,
+counted and logged by sender (``limits.refused``: ``fl_sender``,
+``fl_contributors``, ``fl_update``, ``list_items``), and the round goes on
+without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-
-import numpy as np
 
 from ..exceptions import EdgeAgentError
 from ..host import Inbound, Policy, Registration, Sender, Service, on
 from ..wire import (
+    ErrorCode,
     JobAdvert,
     JoinReply,
     JoinRequest,
@@ -40,31 +47,23 @@ from ..wire import (
     RoundStart,
     Update,
 )
-from .aggregate import RoundSum, apply_fedavg, load_model, model_bytes, to_tensors, weighted_delta
+from .aggregate import RoundSum, apply_fedavg, load_model, model_bytes
 from .job import JobSpec
-from .plans import available_plans, load_plan
+from .plans import load_plan
 
 if TYPE_CHECKING:
     from ..host import Host, PayloadApi
+
+
+from .checks import SUBTREES, Refusal, contributors_refusal, form_refusal, refuse, subtrees
+from .device import FlDevice, load_data
 
 __all__ = ["FlDevice", "FlDomain", "load_data"]
 
 log = logging.getLogger(__name__)
 ADVERT_EVERY: Final = 2.0
 MIN_STEP_S: Final = 0.3  # each tree level above a node gets at least this long to aggregate and forward
-
-
-def load_data(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """A device's local data: an ``.npz`` with ``x`` (samples x features) and ``y`` (integer labels)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            x = np.asarray(z["x"], dtype=np.float32)
-            y = np.asarray(z["y"]).astype(np.int64)
-    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
-        raise EdgeAgentError(f"cannot read training data {path}: {exc} (an .npz with arrays x and y)") from None
-    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
-        raise EdgeAgentError(f"{path}: x must be samples x features and y one label per sample")
-    return x, y
+_ATTEMPTS_KEPT: Final = 4  # assignments of a round's earlier attempts whose late updates still count
 
 
 # -- the domain ----------------------------------------------------------------------------------
@@ -77,7 +76,9 @@ class _RoundState:
     # so a late update from the failed try is as good as a fresh one (and never counted twice)
     participants: list[NodeId]
     sums: RoundSum
+    assigned: dict[NodeId, frozenset[NodeId]] = field(default_factory=dict)  # participant -> its subtree
     rerouted: list[Update] = field(default_factory=list)
+    rerouted_from: set[NodeId] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     updated: asyncio.Event = field(default_factory=asyncio.Event)
@@ -106,6 +107,7 @@ class FlDomain(Service):
         self.done = asyncio.Event()
         self.test: tuple[Any, Any] | None = load_data(spec.test_data) if spec.test_data else None
         self._task: asyncio.Task[None] | None = None
+        self._assigned: list[tuple[int, dict[NodeId, frozenset[NodeId]]]] = []  # (round, subtrees) per attempt
 
     def handlers(self) -> Mapping[type[Message], Registration]:
         return {
@@ -221,7 +223,7 @@ class FlDomain(Service):
         sent0, recv0 = self._wire()
         self.attempts += 1
         attempt = self.attempts
-        rs = _RoundState(r, attempt, participants, RoundSum(spec.id, r))
+        rs = _RoundState(r, attempt, participants, RoundSum(spec.id, r, shapes=[tuple(p.shape) for p in self.params]))
         self.round = rs
         deadline_wall = time.time() + spec.round_deadline_s
         deadline = time.monotonic() + spec.round_deadline_s
@@ -229,12 +231,19 @@ class FlDomain(Service):
         send = asyncio.ensure_future(self.payloads.wait(pid, spec.round_deadline_s))
         tree = self.payloads.first_tree(pid)  # updates go up the first tree of the model's forest
         step = max(MIN_STEP_S, spec.round_deadline_s * 0.05)
+        parents = {n: me if self.star else tree.parent.get(n, me) for n in participants}
+        rs.assigned = subtrees(parents, participants)
+        # updates of this round's earlier attempts (same number, same base model) may still arrive
+        earlier = [a for a in self._assigned if a[0] == r][-(_ATTEMPTS_KEPT - 1) :]
+        self._assigned = [*earlier, (r, rs.assigned)]
         for n in participants:
-            parent = me if self.star else tree.parent.get(n, me)
+            parent = parents[n]
             depth = 1 if self.star else _depth(tree, n)
             send_by = int((deadline_wall - step * depth) * 1000)  # deeper nodes send earlier
             hyper = {**spec.hyperparams, "_send_by_ms": send_by, "_step_ms": int(step * 1000), "seed": spec.seed + r}
             kids = () if self.star else tuple(c for c in tree.children.get(n, ()) if c in participants)
+            if kids:  # what each child may speak for, so this node can check their sums
+                hyper[SUBTREES] = [[str(d) for d in sorted(rs.assigned[c] - {c})] for c in kids]
             start = RoundStart(spec.id, r, pid, int(deadline_wall * 1000), parent, kids, hyper)
             try:
                 await self.host.send(n, start)
@@ -263,7 +272,12 @@ class FlDomain(Service):
                         spec.min_participants)  # fmt: skip
             self.round = None
             return
-        self.params = apply_fedavg(self.params, rs.sums)
+        try:
+            self.params = apply_fedavg(self.params, rs.sums)
+        except EdgeAgentError as exc:  # not reached: every summed update matched the model
+            log.warning("job %s round %d: %s; the round is repeated", spec.id, r, exc)
+            self.round = None
+            return
         await asyncio.to_thread((self.dir / f"round-{r}.npz").write_bytes, model_bytes(self.params))
         metrics = rs.sums.mean_metrics()
         if self.test is not None:
@@ -294,15 +308,42 @@ class FlDomain(Service):
                 await self.host.send(n, result)
         self.round = None
 
+    def update_refusal(self, rs: _RoundState, sender: NodeId, upd: Update) -> Refusal | None:
+        """Why this round does not take ``upd`` from ``sender`` (None when it does). No clock, no I/O.
+
+        The sender is a participant of this round (or of an earlier attempt of it); everything it
+        names lies in the subtree that attempt assigned to it; it claims no more samples than its
+        contributors said they hold when they joined; the arrays fit the model and are finite.
+        """
+        mine = [a[sender] for num, a in self._assigned if num == rs.number and sender in a]
+        if not mine:
+            return "fl_sender", ErrorCode.UNAUTHORIZED, f"not a participant of job {self.spec.id} round {rs.number}"
+        refusal = contributors_refusal(upd, mine, self.host.limiter.limits.list_items)
+        if refusal is not None:
+            return refusal
+        declared = sum(self.joined.get(c, 0) for c in upd.contributors)
+        if upd.num_samples > declared:
+            why = f"it claims {upd.num_samples} samples, its contributors joined with {declared}"
+            return "fl_update", ErrorCode.BAD_REQUEST, why
+        if upd.rerouted and sender in rs.rerouted_from:
+            return "fl_update", ErrorCode.BAD_REQUEST, "a second re-routed update from the same sender"
+        return form_refusal(upd, rs.sums.shapes)
+
     async def on_update(self, m: Inbound[Update]) -> None:
         upd, env = m.body, m.env
         rs = self.round
         if rs is None or upd.job_id != self.spec.id or upd.round != rs.number:
             return
+        refusal = self.update_refusal(rs, env.source, upd)
+        if refusal is not None:
+            rs.sums.refused += 1
+            await refuse(m, refusal)
+            return
         if not upd.contributors and env.source in upd.dropped and env.source in rs.participants:
             self.left.add(env.source)  # the device no longer meets the job's conditions
             log.info("job %s: %s leaves (not eligible any more)", self.spec.id, env.source)
         if upd.rerouted:
+            rs.rerouted_from.add(env.source)
             rs.rerouted.append(upd)
             rs.updated.set()
             return
@@ -347,298 +388,3 @@ def _depth(tree: Any, node: NodeId) -> int:
         node = tree.parent[node]
         d += 1
     return d
-
-
-# -- the device ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _DeviceRound:
-    start: RoundStart
-    domain: NodeId
-    sums: RoundSum
-    children_in: asyncio.Event = field(default_factory=asyncio.Event)
-    sent: Update | None = None
-    sent_to: NodeId | None = None
-    closed: bool = False
-
-
-class FlDevice(Service):
-    """Takes part in jobs its domain advertises, when the job's conditions hold here."""
-
-    name = "fl"
-
-    def __init__(
-        self,
-        host: Host,
-        payloads: PayloadApi,
-        data_path: Path | None,
-        *,
-        run_conditions: Any = None,
-        battery: Callable[[], Any] | None = None,
-    ) -> None:
-        self.host = host
-        self.payloads = payloads
-        self.run_conditions = run_conditions
-        self.data_path = data_path
-        self._data: tuple[Any, Any] | None = None
-        self.battery = battery
-        self.jobs: dict[str, JobAdvert] = {}
-        self.joined: set[str] = set()
-        self.joined_at: dict[str, NodeId] = {}  # job -> the domain that admitted us
-        self.rounds: dict[tuple[str, int], _DeviceRound] = {}
-        self.results: dict[str, RoundResult] = {}
-        self.not_eligible: dict[str, str] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._joining: set[str] = set()
-
-    def handlers(self) -> Mapping[type[Message], Registration]:
-        from_domain = Policy(Sender.DOMAIN)
-        return {
-            JobAdvert: on(from_domain, self.on_advert),
-            RoundStart: on(from_domain, self.on_round_start),
-            RoundResult: on(from_domain, self.on_result),
-            # children in a round's tree send their sums here (the domain relays when no link is up)
-            Update: on(Policy(Sender.MEMBER, relayable=True, admits=self.admits), self.on_update),
-        }
-
-    def admits(self, peer: NodeId, body: Message) -> bool:
-        """An Update from a child this node expects in that round (or, before its RoundStart, of a job it joined)."""
-        if not isinstance(body, Update):
-            return False
-        st = self.rounds.get((body.job_id, body.round))
-        if st is not None:
-            return peer in st.start.expected
-        return body.job_id in self.joined
-
-    def status_fields(self) -> dict[str, Any]:
-        return {"fl": self.status()}
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def data(self) -> tuple[Any, Any] | None:
-        if self._data is None and self.data_path is not None:
-            self._data = load_data(self.data_path)
-        return self._data
-
-    def eligible(self, advert: JobAdvert) -> tuple[bool, str]:
-        """Whether this device may take part now (it decides for itself)."""
-        e = advert.eligibility
-        opts = self.host.link_options
-        if e.unmetered and opts.metered:
-            return False, "on a metered network"
-        if advert.plan not in available_plans():
-            return False, f"no plan {advert.plan!r} here"
-        if e.needs_data:
-            try:
-                if self.data() is None:
-                    return False, "no local training data (set [fl] data)"
-            except EdgeAgentError as exc:
-                return False, str(exc)
-        from ..netcost import RunConditions
-        from ..netcost.battery import read_battery
-
-        battery = self.battery() if self.battery is not None else read_battery()
-        if e.charging and battery is not None and not battery.charging:
-            return False, f"not charging (battery {battery.percent:.0f}%)"
-        if e.min_battery and battery is not None and not battery.charging and battery.percent < e.min_battery:
-            return False, f"battery {battery.percent:.0f}% < {e.min_battery}%"
-        conditions = self.run_conditions or RunConditions()
-        ok, why = conditions.may_train(battery)
-        return (True, why) if ok else (False, why)
-
-    def _spawn(self, coro: Any) -> None:
-        t = self.host.spawn(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def on_advert(self, m: Inbound[JobAdvert]) -> None:
-        ad, env = m.body, m.env
-        self.jobs[ad.job_id] = ad
-        if ad.job_id in self.joined or ad.job_id in self._joining:
-            return
-        ok, why = self.eligible(ad)
-        if not ok:
-            self.not_eligible[ad.job_id] = why
-            return
-        self._joining.add(ad.job_id)
-        self._spawn(self._join(env.source, ad))
-
-    async def _join(self, domain: NodeId, ad: JobAdvert) -> None:
-        try:
-            data = self.data()
-            n = len(data[1]) if data is not None else 0
-            reply = await self.host.request(domain, JoinRequest(ad.job_id, n, tuple(available_plans())), timeout=10)
-            if isinstance(reply, JoinReply) and reply.accepted:
-                self.joined.add(ad.job_id)
-                self.joined_at[ad.job_id] = domain
-                self.not_eligible.pop(ad.job_id, None)
-                log.info("joined job %s (%d samples)", ad.job_id, n)
-            elif isinstance(reply, JoinReply):
-                self.not_eligible[ad.job_id] = f"refused: {reply.reason}"
-        except EdgeAgentError as exc:
-            log.info("joining job %s failed: %s", ad.job_id, exc)
-        finally:
-            self._joining.discard(ad.job_id)
-
-    async def on_round_start(self, m: Inbound[RoundStart]) -> None:
-        rs, env = m.body, m.env
-        if rs.job_id not in self.joined:
-            return
-        key = (rs.job_id, rs.round)
-        st = self.rounds.get(key)
-        if st is not None and st.start.model_id != rs.model_id:
-            st = None  # a different round under the same id (a restarted domain): start afresh
-        if st is None:
-            st = _DeviceRound(rs, env.source, RoundSum(rs.job_id, rs.round))
-            self.rounds[key] = st
-            for old in [k for k in self.rounds if k[0] == rs.job_id and k[1] < rs.round - 2]:
-                del self.rounds[old]
-        st.start = rs
-        ad = self.jobs.get(rs.job_id)
-        ok, why = self.eligible(ad) if ad is not None else (True, "")
-        if not ok:
-            log.info("job %s round %d: not taking part (%s)", rs.job_id, rs.round, why)
-            self.joined.discard(rs.job_id)
-            self.not_eligible[rs.job_id] = why
-            me = self.host.node_id
-            leave = Update(rs.job_id, rs.round, (), 0, (), (me,), {})
-            # the domain stops counting on it; the parent stops waiting for it
-            for target in dict.fromkeys([st.domain, rs.parent or st.domain]):
-                with contextlib.suppress(EdgeAgentError):
-                    await self.host.send(target, leave)
-            st.sent = leave  # not summing here: children's updates are passed on to the domain
-            return
-        self._spawn(self._train_round(st))
-
-    async def _train_round(self, st: _DeviceRound) -> None:
-        rs = st.start
-        me = self.host.node_id
-        deadline = time.monotonic() + max(0.0, rs.deadline_ms / 1000 - time.time())
-        send_by = time.monotonic() + max(
-            0.0, float(rs.hyperparams.get("_send_by_ms", rs.deadline_ms)) / 1000 - time.time()
-        )
-        try:
-            params = await self._model(rs.model_id, deadline)
-            data = self.data()
-            if data is None:
-                raise EdgeAgentError("no local training data")
-            ad = self.jobs[rs.job_id]
-            plan = load_plan(ad.plan)
-            x, y = data
-            step = float(rs.hyperparams.get("_step_ms", 0)) / 1000
-            train_until = send_by - step / 2  # the children send a step earlier; keep time to add them
-            new, metrics = await asyncio.to_thread(plan.train, params, x, y, rs.hyperparams, train_until)
-            n = len(y)
-            own = Update(
-                rs.job_id, rs.round, to_tensors(weighted_delta(new, params, n)), n, (me,), (),
-                {k: v * n for k, v in metrics.items()},
-            )  # fmt: skip
-            st.sums.add(own)
-        except EdgeAgentError as exc:
-            log.warning("job %s round %d: training failed: %s", rs.job_id, rs.round, exc)
-            st.sums.dropped.add(me)
-        # wait for the children (their sums), then send one update up
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, send_by - time.monotonic())):
-                while not all(c in st.sums.contributors or c in st.sums.dropped for c in rs.expected):
-                    st.children_in.clear()
-                    await st.children_in.wait()
-        for c in rs.expected:
-            if c not in st.sums.contributors:
-                st.sums.dropped.add(c)
-        await self._send_up(st)
-
-    async def _send_up(self, st: _DeviceRound) -> None:
-        rs = st.start
-        upd = st.sums.to_update()
-        parent = rs.parent if rs.parent is not None else st.domain
-        st.sent = upd
-        for target in dict.fromkeys([parent, st.domain]):
-            try:
-                await self.host.send(target, upd)
-                st.sent_to = target
-                return
-            except EdgeAgentError as exc:
-                log.info("job %s round %d: update to %s failed (%s); re-routing", rs.job_id, rs.round, target, exc)
-
-    async def _model(self, pid: bytes, deadline: float) -> list[Any]:
-        """Wait for the round's model payload to be complete here, then load it."""
-        try:
-            path = await self.payloads.wait_complete(pid, max(0.0, deadline - time.monotonic()))
-        except EdgeAgentError:
-            raise EdgeAgentError("the model did not arrive before the round's deadline") from None
-        return load_model(await asyncio.to_thread(path.read_bytes))
-
-    async def on_update(self, m: Inbound[Update]) -> None:
-        upd = m.body
-        st = self.rounds.get((upd.job_id, upd.round))
-        if st is None or st.sent is not None:
-            # not summing (too late, or not taking part): pass it straight on to the domain
-            domain = st.domain if st is not None else self.joined_at.get(upd.job_id)
-            if domain is None and self.host.peers.domain_ids:
-                domain = sorted(self.host.peers.domain_ids)[0]
-            if domain is not None:
-                with contextlib.suppress(EdgeAgentError):
-                    await self.host.send(domain, upd)
-            return
-        st.sums.add(upd)
-        st.children_in.set()
-
-    async def on_result(self, m: Inbound[RoundResult]) -> None:
-        res = m.body
-        self.results[res.job_id] = res
-        st = self.rounds.get((res.job_id, res.round))
-        if st is not None:
-            st.closed = True
-        if res.done:
-            self.joined.discard(res.job_id)
-
-    def on_link_down(self, peer: NodeId) -> None:
-        """A parent died before its round closed: send this node's (sub)tree sum to the domain instead.
-
-        The copy is marked ``rerouted``: the domain adds it only if no aggregate that
-        reached it already holds these contributors (the parent may have forwarded
-        before it died). Losing the link to the domain itself ends this node's
-        membership: it joins again when the domain advertises after the reconnect.
-        """
-        for job, dom in list(self.joined_at.items()):
-            if dom == peer:
-                self.joined.discard(job)
-                del self.joined_at[job]
-        for st in self.rounds.values():
-            if st.sent is not None and not st.closed and st.sent_to == peer and peer != st.domain:
-                log.info("job %s round %d: parent %s went down; re-routing the update to the domain",
-                         st.start.job_id, st.start.round, peer)  # fmt: skip
-                st.sent_to = st.domain
-                upd = dataclasses.replace(st.sent, rerouted=True)
-                self._spawn(self._send_quietly(st.domain, upd))
-
-    async def _send_quietly(self, peer: NodeId, body: Update) -> None:
-        with contextlib.suppress(EdgeAgentError):
-            await self.host.send(peer, body)
-
-    def status(self) -> dict[str, Any]:
-        out = []
-        for jid, ad in self.jobs.items():
-            res = self.results.get(jid)
-            rounds = [k[1] for k in self.rounds if k[0] == jid]
-            out.append(
-                {
-                    "job": jid,
-                    "plan": ad.plan,
-                    "joined": jid in self.joined,
-                    "not_eligible": self.not_eligible.get(jid),
-                    "round": max(rounds) if rounds else None,
-                    "accuracy": None
-                    if res is None
-                    else res.metrics.get("test_accuracy", res.metrics.get("train_accuracy")),
-                    "done": bool(res and res.done),
-                }
-            )
-        return {"role": "device", "jobs": out}
-
-    def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()

@@ -61,7 +61,7 @@ def mount_fl(
         node.mount(NoTraining("no local training data (start the device with --data FILE)"))
         return None, None
     try:
-        from ..fl.service import FlDevice
+        from ..fl.device import FlDevice
     except ImportError:  # numpy missing: this device cannot train (install the fl extra)
         log.warning("federated learning off: numpy is not installed (pip install 'edgeagent[fl]')")
         node.mount(NoTraining("numpy is not installed (pip install 'edgeagent[fl]')"))
