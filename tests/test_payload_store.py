@@ -404,7 +404,7 @@ def test_crash_just_before_the_rename_resumes_to_complete(tmp_path: Path) -> Non
     with part.open("r+b") as fh:
         fh.seek(7 * CS)
         fh.write(chunks[7])
-    from edgeagent.payload import store as store_mod
+    from edgeagent.payload import state as store_mod
 
     have = tmp_path / f"{state.hex_id}.have"
     have.write_bytes(store_mod._encode_have(state.id, 8, b"\xff"))
@@ -454,7 +454,7 @@ def _corruptions(raw: bytes, other_have: bytes) -> dict[str, bytes]:
     ],
 )
 def test_corrupt_have_map_is_discarded(tmp_path: Path, kind: str) -> None:
-    from edgeagent.payload import store as store_mod
+    from edgeagent.payload import state as store_mod
 
     data = blob(12 * CS + 5)  # 13 chunks: the bitmap's last byte has 3 unused bits
     m, have = _partial(tmp_path, data, 6)

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 
 from .session import (
-    EARLY_MAX,
-    EARLY_PAYLOADS,
     LEAD_HOLD_MAX,
     LEAF_LEAD,
     RELAY_LEAD,
@@ -40,9 +38,7 @@ class PusherRole(_Roles):
         h = m.body
         s = self.sessions.get(h.payload_id)
         if s is None:
-            early = self._early.setdefault(h.payload_id, [])
-            if len(early) < EARLY_MAX and len(self._early) <= EARLY_PAYLOADS:
-                early.append((m.source, h))
+            self._keep_early(h.payload_id, m.source, h)
             return
         await self._on_have(s, m.source, h)
 
@@ -207,8 +203,13 @@ class PusherRole(_Roles):
             await self._reply_error(link, env, "unknown payload")
             return
         me = self.host.node_id
-        budget = 4096
+        budget = 4096  # chunk indices looked at per request (a range past the end costs one too)
         for rng in r.ranges:
+            if rng.start >= s.manifest.chunk_count:
+                budget -= 1
+                if budget < 0:
+                    return
+                continue
             for i in range(rng.start, min(rng.stop, s.manifest.chunk_count)):
                 budget -= 1
                 if budget < 0:

@@ -9,10 +9,10 @@ import contextlib
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..exceptions import EdgeAgentError, PayloadError, SignatureError
 from ..host import Inbound
+from ..limits import capped
 from ..wire import (
     Assist,
     Chunk,
@@ -20,19 +20,13 @@ from ..wire import (
     Have,
     NodeId,
     Progress,
+    RouteSegment,
     TreeAssign,
 )
 from .manifest import verify_manifest
-
-if TYPE_CHECKING:
-    pass
-
-
 from .session import (
     ASSIST_FOR,
     CACHE_CHUNKS,
-    EARLY_MAX,
-    EARLY_PAYLOADS,
     IN_FLIGHT_WINDOW,
     INLINE_PUT_MAX,
     LINK_RETRY,
@@ -45,38 +39,92 @@ from .session import (
     _Session,
     log,
 )
+from .store import PayloadQuotaExceeded, PayloadState, PayloadTooLarge
+
+
+def assign_refusal(a: TreeAssign, most: int) -> tuple[str, str]:
+    """Why a TreeAssign is refused before any work that grows with what it claims: (limit, reason);
+    limit ``""`` for a malformed one, reason ``""`` when it is fine. ``most`` is ``list_items``: the
+    most stripes, children, addresses, weights and subtree hops an assignment may carry (a planner
+    makes at most one stripe per relay)."""
+    if a.stripes > most:
+        return "list_items", f"{a.stripes} stripes is more than the {most} allowed"
+    if a.stripe >= max(a.stripes, 1):
+        return "", f"stripe {a.stripe} of a payload in {a.stripes} stripe(s)"
+    for items, what in ((a.children, "children"), (a.parent_addresses, "parent addresses"), (a.weights, "weights")):
+        if why := capped(items, most, what):
+            return "list_items", why
+    if a.subtree is not None and _hops(a.subtree, most) > most:
+        return "list_items", f"a subtree of more than the {most} hops allowed"
+    return "", ""
+
+
+def _hops(tree: RouteSegment, most: int) -> int:
+    """Hops in ``tree`` (a segment with none counts as one), counted only up to just past ``most``."""
+    n, stack = 0, [tree]
+    while stack and n <= most:
+        seg = stack.pop()
+        n += len(seg.hops) + 1  # a segment costs at least one, even with no hops
+        stack.extend(seg.children[: most + 1])
+    return n
+
+
+def _held(state: PayloadState) -> list[int]:
+    """The chunks ``state`` holds, in index order, at C speed for the bytes with none (a new payload)."""
+    bits = state.have_bitmap()
+    if not any(bits):
+        return []
+    return [i * 8 + b for i, byte in enumerate(bits) if byte for b in range(8) if byte >> b & 1]
 
 
 class ReceiverRole(_Roles):
     async def on_assign(self, m: Inbound[TreeAssign]) -> None:
         a, env, link = m.body, m.env, m.link
+        limit, why = assign_refusal(a, self.host.limiter.limits.list_items)
+        if why:  # before anything is done that grows with what the assignment claims
+            if limit:
+                await self._refuse_limit(m, limit, why)
+            else:
+                await self._reply_error(link, env, f"payload refused: {why}")
+            return
         s = self.sessions.get(a.payload_id)
         if s is None:
             if a.manifest is None:
-                early_in = self._early.setdefault(a.payload_id, [])
-                if len(early_in) < EARLY_MAX and len(self._early) <= EARLY_PAYLOADS:
-                    early_in.append((env.source, a))
+                self._keep_early(a.payload_id, env.source, a)
+                return
+            refusal = self._session_refusal(env.source)
+            if refusal:
+                await self._refuse_limit(m, *refusal)
                 return
             try:
                 pid = verify_manifest(a.manifest)
                 if pid != a.payload_id:
                     raise PayloadError("payload id does not match the manifest")
-                state = await asyncio.to_thread(self.store.open, a.manifest)
+                state = await asyncio.to_thread(self.store.open, a.manifest)  # the quota: before any file
+            except PayloadQuotaExceeded as exc:
+                await self._refuse_limit(m, "payload_quota", str(exc))
+                return
+            except PayloadTooLarge as exc:
+                await self._refuse_limit(m, "payload_size", str(exc))
+                return
             except (SignatureError, PayloadError, OSError, ValueError) as exc:
                 log.warning("refused payload %s from %s: %s", a.payload_id.hex()[:12], env.source, exc)
                 await self._reply_error(link, env, f"payload refused: {exc}")
                 return
-            s = _Session(pid, a.manifest, env.source, state, stripes=a.stripes)
-            s.order = [i for i in range(a.manifest.chunk_count) if state.has(i)]  # resumed chunks first
-            s.go.set()  # only the source waits before pushing
-            if state.complete:
-                s.complete_event.set()
-            s.ordered = set(s.order)
-            self.sessions[pid] = s
-            if (opened := self._opened.pop(pid, None)) is not None:
-                opened.set()  # wait_complete() callers waiting for the assignment
-            s.reporter = self.host.spawn(self._report_loop(s), name="payload-report")
-            early = self._early.pop(pid, [])
+            if (s := self.sessions.get(pid)) is not None:
+                pass  # assigned meanwhile (while the store opened it): the same state, one session
+            else:
+                s = _Session(pid, a.manifest, env.source, state, stripes=a.stripes)
+                s.order = _held(state)  # resumed chunks first
+                s.go.set()  # only the source waits before pushing
+                if state.complete:
+                    s.complete_event.set()
+                s.ordered = set(s.order)
+                self.sessions[pid] = s
+                if (opened := self._opened.pop(pid, None)) is not None:
+                    opened.set()  # wait_complete() callers waiting for the assignment
+                s.reporter = self.host.spawn(self._report_loop(s), name="payload-report")
+            early = self._take_early(pid)
         else:
             early = []
         if env.source != s.source:
@@ -94,6 +142,30 @@ class ReceiverRole(_Roles):
                 s.attached.discard(body.parent)  # a (re)assigned stripe: tell its parent what is held now
         await self._update_pushers(s)
         self._attach_parents(s)
+
+    def _session_refusal(self, source: NodeId) -> tuple[str, str] | None:
+        """Why a new payload from ``source`` may not be received now: (limit, reason), or None.
+
+        At most ``payload_sessions_per_source`` payloads from one source and ``payload_sessions_total``
+        in all are received at once (whole ones do not count); a session idle for SESSION_IDLE makes
+        room first.
+        """
+        limits = self.host.limiter.limits
+        now = time.monotonic()
+        mine = [s for s in self._receiving() if s.source == source]
+        if len(mine) >= limits.payload_sessions_per_source and not self._evict_idle(mine, now):
+            return (
+                "payload_sessions_per_source",
+                f"{len(mine)} payloads from {source.short()} are being received here already "
+                f"(at most {limits.payload_sessions_per_source} at once)",
+            )
+        receiving = self._receiving()
+        if len(receiving) >= limits.payload_sessions_total and not self._evict_idle(receiving, now):
+            return (
+                "payload_sessions_total",
+                f"{len(receiving)} payloads are being received here already (at most {limits.payload_sessions_total})",
+            )
+        return None
 
     def _apply_assign(self, s: _Session, a: TreeAssign) -> None:
         k = max(a.stripes, 1)
@@ -224,8 +296,11 @@ class ReceiverRole(_Roles):
 
     async def on_assist(self, m: Inbound[Assist]) -> None:
         a = m.body
+        if why := capped(a.helper_addresses, self.host.limiter.limits.list_items, "helper addresses"):
+            await self._refuse_limit(m, "list_items", why)
+            return
         s = self.sessions.get(a.payload_id)
-        if s is None or m.source != s.source:
+        if s is None or m.source != s.source or a.stripe >= max(s.stripes, 1):
             return
         me = self.host.node_id
         if a.helper == me:

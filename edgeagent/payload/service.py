@@ -42,7 +42,7 @@ from ..wire import (
     Progress,
     TreeAssign,
 )
-from .store import ChunkStore
+from .store import ChunkStore, default_quota
 
 if TYPE_CHECKING:
     from ..links.link import Link
@@ -64,7 +64,16 @@ __all__ = ["PayloadService", "SendResult"]
 
 
 class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
-    """Payload trees for one Node: ``send`` as a source; handlers for the payload messages."""
+    """Payload trees for one Node: ``send`` as a source; handlers for the payload messages.
+
+    What a peer may make this node hold is bounded (``host.limiter``; refusals are answered with
+    an Error and counted under ``status --json`` ``limits.refused``): payloads received at once,
+    per source (``payload_sessions_per_source``) and in all (``payload_sessions_total``); the
+    store's bytes (``quota_bytes``, or when none is given ``store.default_quota``: what it holds
+    plus half the free disk space, at most 64 GiB), checked before any file is made; and the
+    lists an assignment carries (``list_items``: stripes, children, addresses, subtree hops),
+    checked before any work that grows with them.
+    """
 
     name = "payloads"
 
@@ -74,9 +83,12 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
         self.host = host
         self.pacer = Pacer(upload_bps)  # this node's whole payload upload
         self.store = ChunkStore(root, quota_bytes=quota_bytes)
+        if quota_bytes is None:  # none configured: still bounded (store.default_quota)
+            self.store.quota_bytes = default_quota(self.store)
         self.sessions: dict[bytes, _Session] = {}
         self.plans: dict[bytes, _Plan] = {}
         self._early: dict[bytes, list[tuple[NodeId, Any]]] = {}  # messages that arrived before their assignment
+        self._early_bytes = 0
         self._opened: dict[bytes, asyncio.Event] = {}
         self.sent_by_kind: Counter[str] = Counter()
         self._flip = bool(os.environ.get(FAULT_FLIP_ENV))
@@ -116,7 +128,11 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
         return peer in s.admitted or (plan is not None and peer in plan.members)
 
     def status_fields(self) -> dict[str, Any]:
-        return {"payloads": self.status(), "payload_bytes_sent_by_kind": dict(self.sent_by_kind)}
+        return {
+            "payloads": self.status(),
+            "payload_bytes_sent_by_kind": dict(self.sent_by_kind),
+            "payload_store": {"quota_bytes": self.store.quota_bytes, "used_bytes": self.store.used_bytes()},
+        }
 
     async def aclose(self) -> None:
         self.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import LinkError
-from ..host import Host
+from ..host import Host, Inbound
 from ..pacing import Pacer
 from ..wire import (
     ChunkRequest,
@@ -92,6 +92,12 @@ LINK_WAIT: Final = 5.0
 FAULT_FLIP_ENV: Final = "EDGEAGENT_FAULT_FLIP_BITS"
 EARLY_MAX: Final = 256  # messages kept per payload that arrive before its assignment
 EARLY_PAYLOADS: Final = 64  # payloads such early messages are kept for
+EARLY_BYTES: Final = 8 << 20  # bytes (Have bitmaps, mostly) all such early messages may hold together
+#: a payload being received that has heard nothing (no chunk, no assignment, no link to a parent)
+#: for this long gives up its place when a new payload would be refused by the session caps
+#: (``payload_sessions_per_source`` / ``payload_sessions_total``): it is closed, its ``.part`` and
+#: have-map stay on disk, so a later assignment from its source resumes it
+SESSION_IDLE: Final = 300.0
 
 
 @dataclass
@@ -207,6 +213,7 @@ class _Roles:
     plans: dict[bytes, _Plan]
     sent_by_kind: Counter[str]
     _early: dict[bytes, list[tuple[NodeId, Any]]]
+    _early_bytes: int  # what the messages in _early hold (see _keep_early)
     _opened: dict[bytes, asyncio.Event]  # payloads someone waits to be assigned here (wait_complete)
     _flip: bool
     pacer: Pacer
@@ -231,6 +238,66 @@ class _Roles:
         if env.reply_to is None:
             with contextlib.suppress(LinkError):
                 await link.send(env.reply(Error(ErrorCode.BAD_REQUEST, reason), self.host.node_id))
+
+    async def _refuse_limit(self, m: Inbound[Any], limit: str, reason: str) -> None:
+        """Refuse ``m`` by a resource limit: counted and logged (once a minute) by the node's Limiter,
+        and answered with its Error (unless ``m`` is itself a reply)."""
+        err = self.host.limiter.refuse(limit, m.source, reason, time.monotonic())
+        if m.env.reply_to is None:
+            await m.reply(err)
+
+    def _keep_early(self, pid: bytes, source: NodeId, body: Any) -> None:
+        """Keep a message for a payload not assigned here yet (bounded: per payload, payloads, bytes)."""
+        nbytes = _early_size(body)
+        early = self._early.get(pid)
+        if early is None:
+            if len(self._early) >= EARLY_PAYLOADS:
+                return
+            early = self._early[pid] = []
+        if len(early) >= EARLY_MAX or self._early_bytes + nbytes > EARLY_BYTES:
+            return
+        early.append((source, body))
+        self._early_bytes += nbytes
+
+    def _take_early(self, pid: bytes) -> list[tuple[NodeId, Any]]:
+        """The messages kept for ``pid`` (now assigned), no longer kept."""
+        early = self._early.pop(pid, [])
+        self._early_bytes = max(0, self._early_bytes - sum(_early_size(body) for _, body in early))
+        return early
+
+    def _receiving(self) -> list[_Session]:
+        """Payloads this node is receiving and does not hold whole yet (what the session caps count)."""
+        return [s for s in self.sessions.values() if s.state is not None and not s.state.complete]
+
+    def _evict_idle(self, among: list[_Session], now: float) -> bool:
+        """Close the longest-idle session of ``among`` that has heard nothing for SESSION_IDLE and pushes
+        to no one; whether one was closed. Its files stay: a re-assignment resumes it."""
+        idle = [s for s in among if not s.pushers and now - _last_heard(s) >= SESSION_IDLE]
+        if not idle:
+            return False
+        s = min(idle, key=_last_heard)
+        idle_for = now - _last_heard(s)
+        log.info(
+            "payload %s: idle for %.0f s: closed to make room (resumes if assigned again)", s.pid.hex()[:12], idle_for
+        )
+        for task in (s.reporter, s.attacher):
+            if task is not None:
+                task.cancel()
+        del self.sessions[s.pid]
+        if s.state is not None:
+            with contextlib.suppress(Exception):
+                s.state.close()
+        return True
+
+
+def _early_size(body: Any) -> int:
+    """What an early message is counted as holding (a Have: its bitmap; anything else: a small fixed cost)."""
+    return 64 + len(body.bitmap) if isinstance(body, Have) else 256
+
+
+def _last_heard(s: _Session) -> float:
+    """When ``s`` last heard of its payload: a chunk or a link from a parent, or an assignment."""
+    return max(s.last_from_parent.values(), default=s.started)
 
 
 def _request(s: _Session, chunks: list[int]) -> ChunkRequest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -338,6 +339,8 @@ class SourceRole(_Roles):
         plan = self.plans.get(p.payload_id)
         if plan is None or env.source not in plan.members:
             return
+        if len(p.stripe_have) > plan.forest.stripes:  # kept and re-read every tick: no more than the stripes
+            p = dataclasses.replace(p, stripe_have=p.stripe_have[: plan.forest.stripes])
         plan.progress[env.source] = p
         plan.heard_at[env.source] = time.monotonic()
         if p.bad_parent is not None and p.bad_parent in plan.members and plan.members[p.bad_parent].relay_ok:

@@ -6,20 +6,30 @@ each object only until its lease expires unless renewed: leases, not
 reference counts, so a lost delete message or a crashed client never pins
 memory for good (PySyft's reference counting did). The tag index is kept
 consistent on every delete and expiry.
+
+An object's size, what the quota counts, is its value's (``value_size``) plus
+its metadata's (``meta_size``): the bytes of its id, tags (and their tag-index
+entries) and description beyond the first ``META_FREE`` (64), which its
+per-object cost covers. The store also holds at most ``max_objects`` objects,
+so that allowance and the per-object bookkeeping stay bounded too.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..exceptions import ObjectNotFound, QuotaExceeded
 from ..wire import NodeId, ObjectRef, Tensor
 
-__all__ = ["ObjectStore", "StoredObject", "value_size"]
+__all__ = ["META_FREE", "ObjectStore", "StoredObject", "meta_size", "value_size"]
 
 _SCALAR_SIZE = 8
+#: bytes of id, tags and description an object carries without them counting (see the module docstring)
+META_FREE: Final = 64
+_TAG_COST: Final = 8  # a tag's entry in the tag index, on top of its bytes
 
 
 def value_size(value: Any, _depth: int = 0) -> int:
@@ -37,6 +47,12 @@ def value_size(value: Any, _depth: int = 0) -> int:
     if isinstance(value, ObjectRef):
         return len(value.id) + 16
     return _SCALAR_SIZE
+
+
+def meta_size(obj_id: str, tags: Iterable[str], description: str) -> int:
+    """Bytes an object's id, tags and description are accounted as: what they take beyond ``META_FREE``."""
+    raw = len(obj_id.encode()) + sum(len(t.encode()) + _TAG_COST for t in set(tags)) + len(description.encode())
+    return max(0, raw - META_FREE)
 
 
 @dataclass
@@ -57,6 +73,7 @@ class ObjectStore:
     quota_bytes: int = 256 << 20
     default_lease: float = 600.0
     max_lease: float = 86_400.0
+    max_objects: int = 65_536
     _objects: dict[str, StoredObject] = field(default_factory=dict)
     _tags: dict[str, set[str]] = field(default_factory=dict)
     _expiry: list[tuple[float, str]] = field(default_factory=list)  # heap; stale entries skipped
@@ -78,16 +95,13 @@ class ObjectStore:
         owner: NodeId | None = None,
         lease: float | None = None,
     ) -> StoredObject:
-        """Store (or replace) an object; raises QuotaExceeded and leaves the store unchanged."""
+        """Store (or replace) an object; raises QuotaExceeded and leaves the store unchanged.
+
+        Its size is its value's plus its metadata's (``meta_size``): tags and description count."""
         self.sweep(now)
-        size = value_size(value)
+        size = value_size(value) + meta_size(obj_id, tags, description)
+        self.check_fits(obj_id, size)
         old = self._objects.get(obj_id)
-        freed = old.size if old is not None else 0
-        if self.used_bytes - freed + size > self.quota_bytes:
-            raise QuotaExceeded(
-                f"storing {obj_id!r} ({size} bytes) would exceed the quota "
-                f"({self.used_bytes - freed} of {self.quota_bytes} bytes used)"
-            )
         if old is not None:
             self._remove(old)
         obj = StoredObject(obj_id, value, frozenset(tags), description, owner, size, now + self._lease(lease))
@@ -97,6 +111,23 @@ class ObjectStore:
             self._tags.setdefault(tag, set()).add(obj_id)
         heapq.heappush(self._expiry, (obj.expires_at, obj_id))
         return obj
+
+    def room(self, replacing: Iterable[str] = ()) -> int:
+        """Bytes the quota has left, counting the objects in ``replacing`` (about to be replaced) as gone."""
+        freed = sum(o.size for o in map(self._objects.get, set(replacing)) if o is not None)
+        return self.quota_bytes - self.used_bytes + freed
+
+    def check_fits(self, obj_id: str, size: int) -> None:
+        """Raise QuotaExceeded unless an object of ``size`` bytes may be stored as ``obj_id`` now
+        (replacing what is stored under that id): the byte quota and ``max_objects``."""
+        room = self.room((obj_id,))
+        if size > room:
+            raise QuotaExceeded(
+                f"storing {obj_id!r} ({size} bytes) would exceed the quota "
+                f"({self.quota_bytes - room} of {self.quota_bytes} bytes used)"
+            )
+        if obj_id not in self._objects and len(self._objects) >= self.max_objects:
+            raise QuotaExceeded(f"storing {obj_id!r} would exceed the quota of {self.max_objects} objects")
 
     def get(self, obj_id: str, *, now: float) -> StoredObject:
         obj = self._objects.get(obj_id)

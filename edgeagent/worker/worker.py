@@ -2,19 +2,30 @@
 
 ``Worker.handle(body, requester, now)`` returns the Response or Error to send
 back; it never raises for a bad request, and a refused or failed request
-leaves the store exactly as it was. The asyncio driver (``node.py``) calls it
-for authorised peers and sends the answer.
+leaves the store exactly as it was. The asyncio driver (``services/worker.py``)
+calls it for authorised peers and sends the answer.
+
+Memory a request makes the worker hold is bounded by the store's quota: one
+operation's result is at most ``max_result_bytes`` (checked from the shapes,
+before it is computed) and is stored only if it fits the quota; a plan's
+intermediates (every value its steps compute, held until it ends) count as
+much as its outputs: once they hold more than the quota has left the plan is
+refused, so it never holds more than that plus one step's result.
+``check_streamed`` decides a ``StreamedObject`` (rights, id, shape, quota) from
+the stream's size alone, before its file is read.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import EdgeAgentError, ObjectNotFound, ObjectStoreError, OperationError, QuotaExceeded
 from ..wire import (
+    DTYPES,
     Error,
     ErrorCode,
     ForceObjectDeleteMessage,
@@ -31,12 +42,13 @@ from ..wire import (
     RenewLeaseMessage,
     Response,
     SearchMessage,
+    StreamedObject,
     Tensor,
 )
 from ..wire.cbor import encode_struct
 from .ops import OPS, run_op
 from .permissions import Permissions, Right
-from .store import ObjectStore
+from .store import ObjectStore, meta_size, value_size
 
 __all__ = ["WORKER_MESSAGES", "Worker"]
 
@@ -56,6 +68,8 @@ WORKER_MESSAGES: tuple[type[Message], ...] = (
 
 _MAX_ID = 256
 _MAX_PLAN_STEPS = 256
+_TENSOR_COST = value_size(Tensor("uint8", (0,), b""))  # what a tensor costs beyond its data
+_BYTES_COST = value_size(b"")
 
 
 def _check_id(obj_id: str) -> None:
@@ -84,8 +98,37 @@ class Worker:
         handler: Callable[[Any, NodeId, float], Response] | None = getattr(self, f"_on_{type(body).__name__}", None)
         if handler is None or not isinstance(body, WORKER_MESSAGES):
             return Error(ErrorCode.UNSUPPORTED, f"{type(body).__name__} is not a worker request")
+        return self._answer(lambda: handler(body, requester, now), type(body).__name__)
+
+    def check_streamed(
+        self, req: StreamedObject, nbytes: int, requester: NodeId, now: float, relayed_by: NodeId | None = None
+    ) -> Error | None:
+        """Whether a ``StreamedObject`` of a stream of ``nbytes`` may be stored (None) or why not, decided
+        before its file is read: the relay, the push right, the id, the tensor's shape, the quota."""
+        if relayed_by is not None and not self.permissions.is_domain(relayed_by):
+            return Error(ErrorCode.UNAUTHORIZED, f"{relayed_by} is not a domain and may not relay requests")
+        self._relayed_by = relayed_by
+        self.store.sweep(now)
+
+        def check() -> Response:
+            self._need(requester, Right.PUSH)
+            self._may_write(req.obj_id, requester)
+            if req.dtype:
+                item = DTYPES.get(req.dtype)
+                if item is None:
+                    raise OperationError(f"not a tensor: unknown dtype {req.dtype!r}")
+                if math.prod(req.shape) * item[0] != nbytes:
+                    raise OperationError(f"not a tensor: shape {list(req.shape)} of {req.dtype} is not {nbytes} bytes")
+            size = nbytes + (_TENSOR_COST if req.dtype else _BYTES_COST)
+            self.store.check_fits(req.obj_id, size + meta_size(req.obj_id, req.tags, req.description))
+            return Response(req.obj_id)
+
+        reply = self._answer(check, "StreamedObject")
+        return reply if isinstance(reply, Error) else None
+
+    def _answer(self, run: Callable[[], Response], kind: str) -> Response | Error:
         try:
-            return handler(body, requester, now)
+            return run()
         except PermissionError as exc:
             return Error(ErrorCode.UNAUTHORIZED, str(exc))
         except ObjectNotFound as exc:
@@ -97,7 +140,7 @@ class Worker:
         except EdgeAgentError as exc:
             return Error(ErrorCode.BAD_REQUEST, str(exc))
         except Exception as exc:  # a bug must not take the node down: answer and log
-            log.exception("worker failed on %s", type(body).__name__)
+            log.exception("worker failed on %s", kind)
             return Error(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     def cost(self, body: Message, now: float) -> int:
@@ -251,17 +294,28 @@ class Worker:
         scope: dict[str, Any] = {
             name: self._resolve(arg, requester, now, {}) for name, arg in zip(plan.inputs, m.args, strict=True)
         }
-        for step in plan.operations:
-            scope[step.return_ids[0]] = self._compute(step, requester, now, scope)
+        ids = list(m.return_ids) or [f"{plan.name}:{o}" for o in plan.outputs]
+        # every value the steps compute is held until the plan ends (its intermediates as much as its
+        # outputs): together they must fit what the quota has left, each step checked before it runs
+        room = self.store.room(ids)
+        held = 0
+        for n, step in enumerate(plan.operations, 1):
+            result = self._compute(step, requester, now, scope)
+            held += value_size(result)
+            if held > room:  # so at most one step's result (max_result_bytes) beyond the quota is ever held
+                raise QuotaExceeded(
+                    f"plan {plan.name!r}: its first {n} step(s) hold {held} bytes of results, more than the "
+                    f"{room} bytes the store's quota has left"
+                )
+            scope[step.return_ids[0]] = result
         missing = [o for o in plan.outputs if o not in scope]
         if missing:
             raise OperationError(f"plan {plan.name!r} never computes {missing}")
-        ids = list(m.return_ids) or [f"{plan.name}:{o}" for o in plan.outputs]
         # store all outputs or none: check ownership and the quota for the whole batch first
         for i in ids:
             self._may_write(i, requester)
-        replaced = sum(o.size for o in map(self.store.peek, set(ids)) if o is not None)
-        staged = ObjectStore(self.store.quota_bytes - self.store.used_bytes + replaced)
+        slots = self.store.max_objects - len(self.store) + sum(1 for i in set(ids) if i in self.store)
+        staged = ObjectStore(room, max_objects=max(slots, 0))
         for i, o in zip(ids, plan.outputs, strict=True):
             staged.put(i, scope[o], now=now)
         for i, o in zip(ids, plan.outputs, strict=True):
