@@ -6,6 +6,8 @@ Rows (sender in this process, receiver in a child process, one direction):
   ws             raw websockets library, binary messages, compression off
   link-plain     our link over WebSocket, insecure (records without encryption)
   link           our link over WebSocket, Noise-encrypted (the default)
+  link-proven    the same, each envelope addressed past the link (as a relay carries it): the
+                 sender attaches an origin proof (Ed25519) and the receiver verifies every one
   webrtc-raw     raw aiortc data channel     } both ends in one process inside a network
   webrtc         our link over a data channel } namespace this script creates (aioice skips 127.0.0.1)
 plus handshake times: raw websockets connect vs our dial (WebSocket + Noise XX + Hello).
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MSG = int(os.environ.get("BENCH_MSG", str(256 * 1024)))
-CASES = ("tcp", "ws", "link-plain", "link")
+CASES = ("tcp", "ws", "link-plain", "link", "link-proven")
 RECEIVER_TIMEOUT = 120.0
 
 
@@ -94,12 +96,16 @@ async def serve(kind: str) -> None:
 
     ident = Identity.generate()
 
+    from edgeagent.identity import origin_proven
+
     async def on_link(link: Link) -> None:
         total = got = 0
         async for env in link:
             body = env.body
             if isinstance(body, Ping):  # announces the total; the link answers Pings itself too
                 continue
+            if kind == "link-proven" and not origin_proven(env):
+                raise SystemExit("an envelope without a valid origin proof")
             if isinstance(body, Chunk):
                 if total == 0:
                     total = body.index  # first chunk carries the total in its index
@@ -169,11 +175,13 @@ async def send(kind: str, port: int, total: int) -> float:
     ident = Identity.generate()
     window = int(os.environ.get("BENCH_WINDOW", str(16 << 20)))
     link = await dial(f"ws://127.0.0.1:{port}", ident, LinkOptions(insecure=kind == "link-plain", window=window))
+    # link-proven: addressed to a node past the link, so each envelope carries (and costs) an origin proof
+    past = Identity.generate().node_id if kind == "link-proven" else None
     try:
         pid = b"p" * 32
         t0 = time.perf_counter()
         for i in range(count):
-            await link.send(Envelope(Chunk(pid, total if i == 0 else i, payload), ident.node_id))
+            await link.send(Envelope(Chunk(pid, total if i == 0 else i, payload), ident.node_id, destination=past))
         while True:
             env = await link.recv()
             if isinstance(env.body, Progress):
@@ -181,6 +189,32 @@ async def send(kind: str, port: int, total: int) -> float:
         return time.perf_counter() - t0
     finally:
         await link.close()
+
+
+def proof_costs(n: int) -> dict[str, dict[str, float]]:
+    """Microseconds to attach and to check one origin proof: a small request and a 256 KiB chunk."""
+    from edgeagent.identity import Identity, origin_proven, prove_origin
+    from edgeagent.wire import Chunk, Envelope, ObjectRequestMessage
+
+    ident, other = Identity.generate(), Identity.generate().node_id
+    rows = {
+        "small request": Envelope(ObjectRequestMessage("weights"), ident.node_id, destination=other),
+        f"{MSG >> 10} KiB chunk": Envelope(Chunk(b"p" * 32, 1, os.urandom(MSG)), ident.node_id, destination=other),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, env in rows.items():
+        signs, checks = [], []
+        proven = prove_origin(env, ident)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            prove_origin(env, ident)
+            t1 = time.perf_counter()
+            assert origin_proven(proven)
+            t2 = time.perf_counter()
+            signs.append((t1 - t0) * 1e6)
+            checks.append((t2 - t1) * 1e6)
+        out[name] = {"sign": round(statistics.median(signs), 1), "verify": round(statistics.median(checks), 1)}
+    return out
 
 
 async def handshake_times(n: int) -> dict[str, float]:
@@ -309,7 +343,9 @@ def main() -> int:
             "link_vs_tcp": round(med["link"] / med["tcp"], 3),
             "link_plain_vs_tcp": round(med["link-plain"] / med["tcp"], 3),
             "link_vs_ws": round(med["link"] / med["ws"], 3),
+            "proven_vs_link": round(med["link-proven"] / med["link"], 3),
         },
+        "origin_proof_us": proof_costs(200 if args.quick else 2000),
         "targets": {"link_vs_tcp": 0.5, "link_plain_vs_tcp": 0.8},
         "handshake_ms": {k: round(v, 3) for k, v in hs.items()},
         "webrtc": rtc,
@@ -329,6 +365,9 @@ def main() -> int:
     print(f"our encrypted link / raw TCP: {ratios['link_vs_tcp']:.2f}x (target >= 0.5)")
     print(f"our plaintext link / raw TCP: {ratios['link_plain_vs_tcp']:.2f}x (target >= 0.8)")
     print(f"our encrypted link / raw websockets: {ratios['link_vs_ws']:.2f}x")
+    print(f"every envelope origin-proven / plain link: {ratios['proven_vs_link']:.2f}x")
+    for row, cost in out["origin_proof_us"].items():
+        print(f"origin proof, {row}: sign {cost['sign']:.0f} us, verify {cost['verify']:.0f} us (medians)")
     print(
         f"handshake: raw websockets connect {hs['ws_connect_ms']:.2f} ms, "
         f"our dial {hs['link_dial_ms']:.2f} ms (medians)"
