@@ -36,6 +36,7 @@ class Dispatch:
         self._table: dict[type[Message], Registration] = {}
         self._spies: dict[type[Message], list[Interceptor]] = {}
         self.refused: Counter[str] = Counter()  # messages the gate refused, per type
+        self._services: list[Service] = []
         self._seen: OrderedDict[tuple[NodeId, int], None] = OrderedDict()  # relayed (source, msg_id) taken
 
     def proven(self, env: Envelope) -> bool:
@@ -66,12 +67,18 @@ class Dispatch:
             if kind in self._table:
                 raise ConfigError(f"{kind.__name__} is served twice (by {service.name!r} and another service)")
             self._table[kind] = reg
+        if type(service).expects is not Service.expects:
+            self._services.append(service)
 
     def intercept(self, kind: type[Message], spy: Interceptor) -> Callable[[], None]:
         """Call ``spy`` with each admitted ``kind`` before its handler (False skips it); returns the remover."""
         spies = self._spies.setdefault(kind, [])
         spies.append(spy)
         return lambda: spies.remove(spy)
+
+    def expects(self, peer: NodeId) -> bool:
+        """Whether a service expects large frames now from ``peer``, a peer that is not authorised."""
+        return any(service.expects(peer) for service in self._services)
 
     def admits(self, peer: NodeId, body: Any) -> bool:
         """The link's gate for a peer that is not authorised: only what a MEMBER policy admits."""

@@ -265,6 +265,12 @@ class Service:
         """The message types this service serves (each type is served by one service only)."""
         return {}
 
+    def expects(self, peer: NodeId) -> bool:
+        """Whether this service now expects large frames from ``peer``, a peer that is not authorised
+        (a payload's parent or child, a round's child): the link then lifts its pre-authorisation
+        frame cap for it. Only messages a MEMBER policy admits are let through all the same."""
+        return False
+
     def on_link_up(self, peer: NodeId, link: Link) -> None:
         """A link to ``peer`` came up."""
 

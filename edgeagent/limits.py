@@ -34,21 +34,21 @@ class ResourceLimits:
     """Every cap a peer's traffic meets. Keys of the ``[limits]`` config table.
 
     System scope: ``links_total`` (links open at once), ``payload_sessions_total``,
-    ``registry_records`` (peer records a domain keeps), ``mdns_peers`` (adverts kept),
-    ``mdns_dials`` (dials to advertised peers in flight).
-    Per peer: ``links_per_peer``, ``pending_per_peer`` (messages one peer has being handled),
-    ``streams_per_peer``, ``topics_per_publisher``, ``payload_sessions_per_source``,
-    ``worker_slots_per_peer`` (concurrent worker requests).
+    ``registry_records`` (peer records a node keeps), ``mdns_peers`` (adverts kept),
+    ``mdns_dials`` (dials to advertised peers in flight); inbound streams are capped at 16 in all.
+    Per peer: ``links_per_peer`` (each link's messages are handled one at a time, in order, so
+    this also bounds what one peer has being handled), ``streams_per_peer``,
+    ``topics_per_publisher`` (topics a peer's Publish or Subscribe made a home hold),
+    ``payload_sessions_per_source``, ``worker_slots_per_peer`` (concurrent worker requests).
     Sizes: ``preauth_frame_bytes`` (largest frame from a peer that is not authorised),
     ``record_bytes`` (largest peer record), ``list_items`` (longest list a peer controls:
     stripes, hops, contributors, addresses).
-    Time: ``stream_idle`` (seconds an inbound stream may stay silent), ``retention``
-    (seconds a pub-sub message is kept for late subscribers).
+    Time: ``stream_idle`` (seconds an inbound stream may stay silent; a dropped stream is counted
+    as ``stream_idle``), ``retention`` (seconds a pub-sub message is kept for late subscribers).
     """
 
     links_total: int = 256
     links_per_peer: int = 4
-    pending_per_peer: int = 64
     preauth_frame_bytes: int = 64 * 1024
     streams_per_peer: int = 4
     stream_idle: float = 120.0

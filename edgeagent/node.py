@@ -69,6 +69,7 @@ class Node:
             config.link,
             authorize=self.peers.authorised,
             admit=self.dispatch.admits,
+            expects=self.dispatch.expects,
             preauth_frame=self.limiter.limits.preauth_frame_bytes,
             role=config.role,
             capabilities=tuple(dict.fromkeys(caps)),

@@ -15,7 +15,7 @@ from edgeagent.links.base import LinkOptions
 from edgeagent.links.link import Link, establish
 from edgeagent.links.memory import memory_pipe
 from edgeagent.node import Node, NodeConfig
-from edgeagent.wire import Envelope, Error, ObjectMessage, ObjectRequestMessage, Response
+from edgeagent.wire import Envelope, Error, ErrorCode, ObjectMessage, ObjectRequestMessage, Response
 from tests.conftest import until
 
 
@@ -92,10 +92,15 @@ async def test_a_stranger_cannot_make_the_node_buffer_a_large_frame(tmp_path: Pa
     node = await _node(tmp_path, {honest}, preauth_frame_bytes=16 * 1024)
     try:
         bad = await _attach(node, stranger)
-        # a PeerRecord-sized frame would pass; 100 KiB is refused before it is buffered whole
+        # a PeerRecord-sized frame would pass; 100 KiB is dropped unread, never buffered whole
         await bad.send(Envelope(ObjectMessage("big", bytes(100 * 1024)), stranger.node_id))
-        await until(lambda: bad.closed, what="the stranger's link closed")
+        told = await asyncio.wait_for(bad.recv(), 5)
+        assert isinstance(told.body, Error) and told.body.code == ErrorCode.QUOTA
+        assert "preauth_frame_bytes" in told.body.reason
         assert "big" not in node.worker.store
+        assert not bad.closed  # the link goes on: what a stranger may send still arrives
+        pong_ms = await asyncio.wait_for(bad.ping(), 5)
+        assert pong_ms >= 0
         ok = await _attach(node, honest)  # an authorised peer's frames may be large
         reply = await _ask(ok, Envelope(ObjectMessage("big", bytes(100 * 1024)), honest.node_id))
         assert isinstance(reply.body, Response)

@@ -126,6 +126,10 @@ class FlDevice(Service):
             return peer in st.start.expected
         return body.job_id in self.joined
 
+    def expects(self, peer: NodeId) -> bool:
+        """A child this node expects an update from in a round still open (updates are model-sized)."""
+        return any(peer in st.start.expected for st in self.rounds.values() if not st.closed)
+
     def status_fields(self) -> dict[str, Any]:
         return {"fl": self.status()}
 

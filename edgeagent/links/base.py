@@ -116,11 +116,15 @@ class LinkOptions:
                           (flow control on every transport; 0 turns it off); a frame larger than the
                           peer's window is refused at the sender (``EncodeError``), never left waiting;
     ``preauth_frame``     largest frame a peer that is not authorised may send (bytes buffered before
-                          the authorisation check); the ``[limits]`` key ``preauth_frame_bytes``;
+                          the authorisation check; larger ones are dropped unread); the ``[limits]``
+                          key ``preauth_frame_bytes``;
     ``network_kind``, ``metered``, ``cost_per_gb``: this side's network, told to peers in Hello;
     ``authorize``         predicate: may this NodeId use more than ping and peer records? (None: everyone).
     ``admit``             predicate for a peer ``authorize`` refuses: may it still send this message? (the
                           node's policy table: e.g. a payload's child, for that payload's messages only)
+    ``expects``           predicate for a peer ``authorize`` refuses: does a service expect large frames
+                          from it now (a payload's parent, a round's child)? Then ``preauth_frame`` does
+                          not apply to it
     """
 
     codecs: tuple[Codec, ...] = ("cbor", "protobuf")
@@ -141,6 +145,7 @@ class LinkOptions:
     capabilities: tuple[str, ...] = ()
     authorize: Callable[[NodeId], bool] | None = None
     admit: Callable[[NodeId, Any], bool] | None = None
+    expects: Callable[[NodeId], bool] | None = None
 
 
 class Connection(abc.ABC):

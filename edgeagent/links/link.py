@@ -153,8 +153,14 @@ class Link(Connection):
     @authorised.setter
     def authorised(self, value: bool) -> None:
         self._authorised = value
-        cap = self.options.limits.max_frame
-        self._reader.max_frame = cap if value else min(cap, self.options.preauth_frame)
+        self._preauth_cap()
+
+    def _preauth_cap(self) -> None:
+        """Frames over ``preauth_frame`` from a peer that is neither authorised nor expected by a
+        service (a payload's parent, a round's child) are dropped unread, not buffered."""
+        expects = self.options.expects
+        open_to = self._authorised or (expects is not None and expects(self.peer))
+        self._reader.discard_over = 0 if open_to else self.options.preauth_frame
 
     @property
     def max_message_size(self) -> int:
@@ -303,7 +309,9 @@ class Link(Connection):
         try:
             while True:
                 message = await self.transport.recv()
-                begun = self._reader.pending
+                begun, dropped = self._reader.pending, self._reader.discarded
+                if not self._authorised and begun == 0:
+                    self._preauth_cap()  # between frames: whether a service now expects this peer
                 self.stats.bytes_received += len(message)
                 for frame in self._reader.feed(message):
                     self.stats.frames_received += 1
@@ -316,6 +324,12 @@ class Link(Connection):
                         await self._dispatch(env, size)
                 if self._reader.pending > begun:  # a large frame on its way: life too (empty records are not)
                     self._last_rx = time.monotonic()
+                if self._reader.discarded > dropped:
+                    self.stats.refused += 1
+                    cap = self.options.preauth_frame
+                    peer_log.warning("link %s: dropped a frame over %d bytes (not authorised)", self.peer.short(), cap)
+                    self._send_control(Error(ErrorCode.QUOTA, f"limit preauth_frame_bytes: frames over {cap} bytes "
+                                             "are dropped until this node authorises you"))  # fmt: skip
         except LinkError as exc:
             await self._shutdown(exc)
         except RemoteProtocolError as exc:

@@ -85,13 +85,30 @@ class RecordWriter:
 class RecordReader:
     """Opens records from transport messages and reassembles frames (bounded by ``max_frame``)."""
 
-    __slots__ = ("_buf", "_cipher", "_size", "max_frame")
+    __slots__ = ("_buf", "_cipher", "_size", "_skipping", "discard_over", "discarded", "max_frame")
 
     def __init__(self, cipher: CipherState | None, max_frame: int) -> None:
         self._cipher = cipher
         self.max_frame = max_frame  # may change: a link raises it once its peer is authorised
+        # frames over this many bytes are dropped unread (decrypted piece by piece into nothing) rather
+        # than break the link: the pre-authorisation cap; 0 = none (over max_frame still breaks it)
+        self.discard_over = 0
+        self.discarded = 0  # frames dropped so far
+        self._skipping = False
         self._buf = bytearray(_INITIAL)
         self._size = 0
+
+    def _skip(self, flags: int, record: memoryview, plain: int) -> None:
+        """Authenticate a record of a frame being dropped, keep none of it; the frame ends at FIN."""
+        if not self._skipping:
+            self._skipping = True
+            self._size = 0
+            self.discarded += 1
+        if self._cipher is not None:
+            scratch = bytearray(plain)
+            self._cipher.decrypt_into(_AD[flags], record, memoryview(scratch))
+        if flags & FIN:
+            self._skipping = False
 
     @property
     def pending(self) -> int:
@@ -125,6 +142,10 @@ class RecordReader:
             if length < overhead:
                 raise RemoteProtocolError("record shorter than its authentication tag")
             plain = length - overhead
+            if self._skipping or (self.discard_over and self._size + plain > self.discard_over):
+                self._skip(flags, view[pos : pos + length], plain)
+                pos += length
+                continue
             size = self._size + plain
             if size > self.max_frame:
                 raise RemoteProtocolError(f"frame larger than the {self.max_frame}-byte cap")

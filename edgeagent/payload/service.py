@@ -127,6 +127,12 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
         plan = self.plans.get(s.pid)
         return peer in s.admitted or (plan is not None and peer in plan.members)
 
+    def expects(self, peer: NodeId) -> bool:
+        """A peer a payload in progress names (its parent, a child, a helper, a member of a plan)."""
+        return any(peer in s.admitted for s in self.sessions.values()) or any(
+            peer in plan.members for plan in self.plans.values()
+        )
+
     def status_fields(self) -> dict[str, Any]:
         return {
             "payloads": self.status(),
