@@ -132,6 +132,7 @@ async def _run_node(args: argparse.Namespace, role: str) -> int:
         listen=listen,
         peers=[*cfg.discovery.peers, *(getattr(args, "peer", None) or ())],
         domain=getattr(args, "domain", None),
+        domain_id=getattr(args, "expect", None),
         allow=allow,
         link=_link_options(args),
         server_tls=server_tls(tls.cert_file, tls.key_file) if tls.cert_file and tls.key_file else None,
@@ -421,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run a device node")
     node_opts(sp)
     sp.add_argument("--domain", metavar="URL", help="this node's domain")
+    sp.add_argument(
+        "--expect",
+        metavar="NODEID",
+        type=_node_id_arg,
+        help="the domain's NodeId: refuse any other node answering at --domain (default: the NodeId it had "
+        "on first link, pinned in DIR/domain.pin)",
+    )
     sp.add_argument("--peer", metavar="URL", action="append", help="a static peer to keep a link to (repeatable)")
     sp.add_argument(
         "--relay", action="store_true", help="forward messages for authorised peers while unmetered ([routing] relay)"

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .control import CONTROL_SOCKET, ControlServer, control_request, document, send_command, status_document
 from .dispatch import Dispatch, Interceptor
-from .exceptions import EdgeAgentError, LinkError, NoRoute, RequestTimeout, remote_error
+from .exceptions import EdgeAgentError, HandshakeError, LinkError, NoRoute, RequestTimeout, remote_error
 from .host import Pick, Service
 from .identity import Identity
 from .limits import Limiter, ResourceLimits, machine_memory
@@ -36,7 +36,7 @@ from .services.registry import RegistryService
 from .services.routes import RoutingConfig, RoutingService, traits_of
 from .services.rtc import RtcService
 from .services.worker import WorkerService
-from .statedir import StateLock, write_private
+from .statedir import DOMAIN_PIN, StateLock, domain_pin, pin_domain, write_private
 from .statedir import prepare as prepare_state_dir
 from .wire import Envelope, Error, ErrorCode, Message, NodeId
 from .worker import ObjectStore, Permissions, Worker
@@ -286,14 +286,22 @@ class Node:
             overrides = self.config.peer_links.get(url)
             if overrides:
                 opts = dataclasses.replace(opts, **overrides)
+            expected = (self.config.domain_id or domain_pin(self._state_dir)) if is_domain else None
             if is_domain:  # the configured domain is authorised from its first frame
                 opts = dataclasses.replace(opts, authorize=lambda _peer: True)
-            return await dial(url, self.identity, opts, ssl_context=self.config.client_tls)
+            try:
+                return await dial(url, self.identity, opts, expected_peer=expected, ssl_context=self.config.client_tls)
+            except HandshakeError as exc:
+                if expected is not None and "answered" in str(exc):
+                    how = "--expect" if self.config.domain_id else f"the pin in {self._state_dir / DOMAIN_PIN}"
+                    log.error("domain %s is not the domain (%s, by %s); if its key changed, fix that", url, exc, how)
+                raise
 
         async def on_link(link: Link) -> None:
             if is_domain:
                 self.peers.domains.add(link.peer)
                 link.authorised = True
+                pin_domain(self._state_dir, link.peer, url)
             await self._on_link(link)
             if is_domain:
                 self.spawn(self.registry.register(link.peer))

@@ -28,6 +28,7 @@ class NodeConfig:
     listen: list[str] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
     domain: str | None = None
+    domain_id: NodeId | None = None  # the domain's NodeId (--expect); None: pinned on first link (domain.pin)
     allow: set[NodeId] | None = field(default_factory=set)
     link: LinkOptions = field(default_factory=LinkOptions)
     server_tls: ssl.SSLContext | None = None  # for wss:// listen URLs

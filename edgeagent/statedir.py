@@ -14,8 +14,9 @@ import stat
 from pathlib import Path
 
 from .exceptions import ConfigError
+from .wire.nodeid import NodeId
 
-__all__ = ["LOCK_FILE", "StateLock", "prepare", "write_private"]
+__all__ = ["DOMAIN_PIN", "LOCK_FILE", "StateLock", "domain_pin", "pin_domain", "prepare", "write_private"]
 
 LOCK_FILE = "lock"
 
@@ -91,3 +92,24 @@ class StateLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+DOMAIN_PIN = "domain.pin"
+
+
+def domain_pin(state_dir: Path) -> NodeId | None:
+    """The NodeId this node's domain had when it first linked (trust on first use, as ssh's known_hosts)."""
+    try:
+        text = (state_dir / DOMAIN_PIN).read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        return NodeId.parse(text[0]) if text else None
+    except ValueError:
+        raise ConfigError(f"{state_dir / DOMAIN_PIN} is not a NodeId; delete it to pin the domain anew") from None
+
+
+def pin_domain(state_dir: Path, node_id: NodeId, url: str) -> None:
+    """Remember the domain's NodeId (once: a pin is never replaced by a link, only by deleting it)."""
+    if not (state_dir / DOMAIN_PIN).exists():
+        write_private(state_dir / DOMAIN_PIN, f"{node_id} {url}\n".encode())

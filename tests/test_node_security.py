@@ -177,3 +177,47 @@ async def test_a_reply_is_taken_only_from_the_node_asked(tmp_path: Path) -> None
         await link.close()
     finally:
         await node.stop()
+
+
+async def test_the_domain_is_pinned_on_first_link_and_an_impostor_at_its_url_is_refused(tmp_path: Path) -> None:
+    from edgeagent.statedir import DOMAIN_PIN
+    from tests.procs import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}"
+    first = Node(Identity.generate(), tmp_path / "d1", NodeConfig(role="domain", listen=[url], allow=None))
+    device = Node(Identity.generate(), tmp_path / "dev", NodeConfig(domain=url))
+    await first.start()
+    await device.start()
+    impostor: Node | None = None
+    try:
+        await asyncio.wait_for(device.registered.wait(), 10)
+        assert (tmp_path / "dev" / DOMAIN_PIN).read_text().split()[0] == str(first.identity.node_id)
+        await first.stop()
+        await until(lambda: not device.peers.links(first.identity.node_id), what="the domain's link gone")
+        # another node takes the domain's address: the device must not take it for its domain
+        impostor = Node(Identity.generate(), tmp_path / "d2", NodeConfig(role="domain", listen=[url], allow=None))
+        await impostor.start()
+        await asyncio.sleep(2.5)  # the device redials (its backoff starts under a second)
+        assert not device.peers.links(impostor.identity.node_id)
+        assert impostor.identity.node_id not in device.peers.domain_ids
+    finally:
+        await device.stop()
+        if impostor is not None:
+            await impostor.stop()
+        await first.stop()
+
+
+async def test_expect_names_the_domain_before_its_first_link(tmp_path: Path) -> None:
+    from tests.procs import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}"
+    domain = Node(Identity.generate(), tmp_path / "d", NodeConfig(role="domain", listen=[url], allow=None))
+    device = Node(Identity.generate(), tmp_path / "dev", NodeConfig(domain=url, domain_id=Identity.generate().node_id))
+    await domain.start()
+    await device.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert not device.peers.links(domain.identity.node_id) and not device.registered.is_set()
+    finally:
+        await device.stop()
+        await domain.stop()
