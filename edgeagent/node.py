@@ -71,6 +71,7 @@ class Node:
             admit=self.dispatch.admits,
             expects=self.dispatch.expects,
             preauth_frame=self.limiter.limits.preauth_frame_bytes,
+            on_limit=lambda name, peer, why: self.limiter.refuse(name, peer, why, time.monotonic()),
             role=config.role,
             capabilities=tuple(dict.fromkeys(caps)),
         )

@@ -196,3 +196,58 @@ async def test_switch_to_cellular_is_readvertised_within_5s_and_stops_relaying(i
     finally:
         for node in (watcher, phone, domain):
             await node.stop()
+
+
+async def test_a_flood_of_signed_adverts_in_a_namespace_is_bounded(inside: Netns, tmp_path: Path) -> None:
+    """200 validly signed adverts (200 identities, one responder) on the namespace's loopback: the node
+    keeps at most ``mdns_peers``, never runs more than ``mdns_dials`` dials at once, and still links to an
+    honest advertised peer and answers it."""
+    from zeroconf import IPVersion
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+    from edgeagent.limits import ResourceLimits
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nobody accepts on: every dial to the flood fails
+    port = closed.getsockname()[1]
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    limits = ResourceLimits(mdns_peers=40, mdns_dials=3)
+    friend = Identity.generate()  # the one peer the node authorises: its advert displaces a stranger's
+    node = Node(
+        Identity.generate(),
+        tmp_path / "n",
+        NodeConfig(listen=["ws://127.0.0.1:0"], allow={friend.node_id}, mdns="loopback", resources=limits),
+    )
+    honest = Node(friend, tmp_path / "h", NodeConfig(listen=["ws://127.0.0.1:0"], allow=None, mdns="loopback"))
+    peak = 0
+    try:
+        for i in range(200):
+            ident = Identity.generate()
+            info = AsyncServiceInfo(
+                SERVICE_TYPE,
+                f"{ident.node_id}.{SERVICE_TYPE}",
+                addresses=[socket.inet_aton("127.0.0.1")],
+                port=port,
+                properties=sign_txt(MdnsRecord(ident.node_id, port), ident),
+                server=f"flood{i}.local.",
+            )
+            await (await zc.async_register_service(info, cooperating_responders=True))
+        await node.start()
+        await honest.start()
+
+        def watch() -> bool:
+            nonlocal peak
+            peak = max(peak, len(node.network._dialing))
+            refused = node.status()["limits"]["refused"]
+            return refused.get("mdns_peers", 0) > 0 and honest.identity.node_id in node.links
+
+        await until(watch, 30, "the flood refused and the honest peer linked", interval=0.01)
+        assert len(node.network.mdns.peers) <= limits.mdns_peers
+        assert peak <= limits.mdns_dials
+        link = node.links[honest.identity.node_id][0]
+        assert await link.ping() >= 0
+    finally:
+        await node.stop()
+        await honest.stop()
+        await zc.async_close()
+        closed.close()

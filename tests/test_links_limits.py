@@ -98,6 +98,7 @@ async def test_a_stranger_cannot_make_the_node_buffer_a_large_frame(tmp_path: Pa
         assert isinstance(told.body, Error) and told.body.code == ErrorCode.QUOTA
         assert "preauth_frame_bytes" in told.body.reason
         assert "big" not in node.worker.store
+        assert node.status()["limits"]["refused"] == {"preauth_frame_bytes": 1}
         assert not bad.closed  # the link goes on: what a stranger may send still arrives
         pong_ms = await asyncio.wait_for(bad.ping(), 5)
         assert pong_ms >= 0

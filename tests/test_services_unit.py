@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from edgeagent.dispatch import Dispatch
 from edgeagent.host import Policy, Sender, Service, on
 from edgeagent.identity import Identity
 from edgeagent.payload import make_manifest, payload_id
+from edgeagent.payload.manifest import admission
 from edgeagent.payload.service import PayloadService
 from edgeagent.pubsub import PubSub
 from edgeagent.services.fl import NoTraining
@@ -136,7 +138,8 @@ async def test_unserved_types_are_answered_unsupported_and_spies_see_what_is_adm
 
 async def test_payload_membership_admits_only_that_payloads_messages(tmp_path: Path) -> None:
     """A TreeAssign names a parent and children: they are admitted for that payload's chunks and requests
-    (not other payloads', not other services'); a Have is kept for a payload not assigned yet (bounded)."""
+    (not other payloads', not other services'); a Have that shows its source's admission of the sender
+    here is kept for a payload not assigned yet (bounded); one without is refused."""
     host = FakeHost(tmp_path / "h")
     domain = Identity.generate()
     host.peers.domains.add(domain.node_id)
@@ -145,19 +148,35 @@ async def test_payload_membership_admits_only_that_payloads_messages(tmp_path: P
     man = make_manifest(os.urandom(4096), domain, chunk_size=1024, created_ms=1)
     pid = payload_id(man)
     other = payload_id(make_manifest(os.urandom(4096), domain, chunk_size=1024, created_ms=2))
-    assert svc.admits(stranger, Have(pid, b""))  # before any assignment: kept for when it comes
+    me = host.node_id
+    assert not svc.admits(stranger, Have(pid, b""))  # no credential: refused
+    forged = admission(Identity.generate(), pid, stranger, me)  # signed by a node that may not start payloads here
+    assert not svc.admits(stranger, Have(pid, b"", domain.node_id, forged))
+    assert not svc.admits(stranger, Have(pid, b"", stranger, forged))
+    early = Identity.generate().node_id
+    cred = admission(domain, pid, early, me)  # the domain admits ``early`` at this node
+    assert not svc.admits(stranger, Have(pid, b"", domain.node_id, cred))  # not the admitted peer's
+    assert not svc.admits(early, Have(other, b"", domain.node_id, cred))  # nor for another payload
+    assert svc.admits(early, Have(pid, b"", domain.node_id, cred))  # before any assignment: kept for when it comes
+    await host.deliver(svc, Have(pid, b"\x01", domain.node_id, cred), early)
     assert not svc.admits(parent, Chunk(pid, 0, b"x"))  # no session yet
     with pytest.raises(PermissionError):
         await host.deliver(svc, TreeAssign(pid, 0, 1, parent, (child,), None, man), stranger)
     await host.deliver(svc, TreeAssign(pid, 0, 1, parent, (child,), None, man), domain.node_id)
     assert svc.admits(parent, Chunk(pid, 0, b"x")) and svc.admits(child, ChunkRequest(pid, (IndexRange(0, 1),)))
+    assert svc.admits(early, ChunkRequest(pid, (IndexRange(0, 1),)))  # the credential holds for the payload
+    assert svc._early.get(pid) is None  # its early Have was taken when the assignment came
     assert not svc.admits(stranger, Chunk(pid, 0, b"x"))
     assert not svc.admits(parent, Chunk(other, 0, b"x"))  # membership is per payload
     assert not svc.admits(parent, Publish("t", 1, (1,)))  # and for payload messages only
     assert not host.peers.authorised(parent)  # nothing else is widened
     for n in range(300):  # early Haves are bounded per payload
-        await host.deliver(svc, Have(other, bytes([n % 256])), Identity.generate().node_id)
-    assert len(svc._early[other]) <= 256
+        kid = Identity.generate().node_id
+        with contextlib.suppress(PermissionError):  # past the bound, the credential is not taken
+            await host.deliver(
+                svc, Have(other, bytes([n % 256]), domain.node_id, admission(domain, other, kid, me)), kid
+            )
+    assert len(svc._early[other]) <= 256 and len(svc._credentials[other]) <= 256
     await svc.aclose()
 
 

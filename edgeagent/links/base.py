@@ -125,6 +125,8 @@ class LinkOptions:
     ``expects``           predicate for a peer ``authorize`` refuses: does a service expect large frames
                           from it now (a payload's parent, a round's child)? Then ``preauth_frame`` does
                           not apply to it
+    ``on_limit``          called (limit name, peer, why) when the link refuses something by a limit (the
+                          node counts it under ``status --json`` ``limits.refused``)
     """
 
     codecs: tuple[Codec, ...] = ("cbor", "protobuf")
@@ -146,6 +148,7 @@ class LinkOptions:
     authorize: Callable[[NodeId], bool] | None = None
     admit: Callable[[NodeId, Any], bool] | None = None
     expects: Callable[[NodeId], bool] | None = None
+    on_limit: Callable[[str, NodeId, str], object] | None = None
 
 
 class Connection(abc.ABC):

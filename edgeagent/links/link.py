@@ -327,7 +327,10 @@ class Link(Connection):
                 if self._reader.discarded > dropped:
                     self.stats.refused += 1
                     cap = self.options.preauth_frame
-                    peer_log.warning("link %s: dropped a frame over %d bytes (not authorised)", self.peer.short(), cap)
+                    if self.options.on_limit is not None:  # counted and logged (once a minute) by the node
+                        self.options.on_limit("preauth_frame_bytes", self.peer, f"a frame over {cap} bytes dropped")
+                    else:
+                        peer_log.warning("link %s: dropped a frame over %d bytes", self.peer.short(), cap)
                     self._send_control(Error(ErrorCode.QUOTA, f"limit preauth_frame_bytes: frames over {cap} bytes "
                                              "are dropped until this node authorises you"))  # fmt: skip
         except LinkError as exc:

@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Final
 
 from ..exceptions import PayloadError, SignatureError
-from ..identity import Identity, sign_struct, verify_struct
+from ..identity import Identity, sign_struct, verify, verify_struct
 from ..wire.cbor import encode_struct
 from ..wire.messages import HASH_SIZES, Manifest
+from ..wire.nodeid import NodeId
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "HashUnavailable",
     "Source",
+    "admission",
+    "admission_valid",
     "chunk_digest",
     "hash_available",
     "make_manifest",
@@ -184,3 +187,31 @@ def make_manifest(
         created_ms=created_ms,
     )
     return sign_struct(unsigned, identity)
+
+
+#: domain separation: an admission is never valid as any other signature
+_ADMISSION_CONTEXT: Final = b"edgeagent payload admission v1\x00"
+
+
+def _admission_message(pid: bytes, child: NodeId, parent: NodeId) -> bytes:
+    return _ADMISSION_CONTEXT + pid + child.to_bytes() + parent.to_bytes()
+
+
+def admission(identity: Identity, pid: bytes, child: NodeId, parent: NodeId) -> bytes:
+    """The source's credential for ``child`` at ``parent`` in payload ``pid``: its signature over the three.
+
+    The child shows it to the parent with its ``Have``; the parent, checking it against the payload's
+    source, serves the child that payload's messages even before its own assignment names the child.
+    """
+    return identity.sign(_admission_message(pid, child, parent))
+
+
+def admission_valid(source: NodeId, pid: bytes, child: NodeId, parent: NodeId, signature: bytes) -> bool:
+    """Whether ``signature`` is ``source``'s admission of ``child`` at ``parent`` for ``pid``."""
+    if len(signature) != 64:
+        return False
+    try:
+        verify(source, _admission_message(pid, child, parent), signature)
+    except SignatureError:
+        return False
+    return True

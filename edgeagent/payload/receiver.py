@@ -120,6 +120,7 @@ class ReceiverRole(_Roles):
                 if state.complete:
                     s.complete_event.set()
                 s.ordered = set(s.order)
+                s.admitted |= self._credentials.pop(pid, set())  # children that showed their admission early
                 self.sessions[pid] = s
                 if (opened := self._opened.pop(pid, None)) is not None:
                     opened.set()  # wait_complete() callers waiting for the assignment
@@ -182,6 +183,8 @@ class ReceiverRole(_Roles):
         if a.parent is not None:
             s.admitted.add(a.parent)
             s.reported_at.pop(a.parent, None)
+            if a.admission:
+                s.admissions[a.parent] = a.admission
         s.admitted.update(a.children)
 
     def _attach_parents(self, s: _Session) -> None:
@@ -224,7 +227,7 @@ class ReceiverRole(_Roles):
                 return  # re-planned meanwhile, or nothing left to fetch
             try:
                 link = await self.host.ensure_link(parent, addrs)
-                have = Have(s.pid, s.state.have_bitmap())
+                have = Have(s.pid, s.state.have_bitmap(), s.source, s.admissions.get(parent, b""))
                 await link.send(Envelope(have, self.host.node_id, destination=parent))
             except EdgeAgentError as exc:
                 error = exc
@@ -350,7 +353,8 @@ class ReceiverRole(_Roles):
         for i in promised:
             bits[i >> 3] |= 1 << (i & 7)
         with contextlib.suppress(EdgeAgentError):
-            await link.send(Envelope(Have(s.pid, bytes(bits)), self.host.node_id, destination=parent))
+            have = Have(s.pid, bytes(bits), s.source, s.admissions.get(parent, b""))
+            await link.send(Envelope(have, self.host.node_id, destination=parent))
 
     async def _ask_again(self, s: _Session, now: float) -> None:
         """Chunks asked of a helper ``ASSIST_FOR`` ago and still missing: ask each stripe's parent for them."""

@@ -48,10 +48,13 @@ if TYPE_CHECKING:
     from ..links.link import Link
 
 
+from .manifest import admission_valid
 from .pusher import PusherRole
 from .receiver import ReceiverRole
 from .session import (
     ASSIST_FOR,
+    EARLY_MAX,
+    EARLY_PAYLOADS,
     FAULT_FLIP_ENV,
     SendResult,
     _Plan,
@@ -89,6 +92,7 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
         self.plans: dict[bytes, _Plan] = {}
         self._early: dict[bytes, list[tuple[NodeId, Any]]] = {}  # messages that arrived before their assignment
         self._early_bytes = 0
+        self._credentials: dict[bytes, set[NodeId]] = {}  # payload -> peers admitted by their source's credential
         self._opened: dict[bytes, asyncio.Event] = {}
         self.sent_by_kind: Counter[str] = Counter()
         self._flip = bool(os.environ.get(FAULT_FLIP_ENV))
@@ -112,12 +116,13 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
     def admits(self, peer: NodeId, body: Message) -> bool:
         """Payload messages from a peer not otherwise authorised: only for a payload that named it.
 
-        A ``Have`` is admitted for any payload (a child may link before its parent hears of it: its
-        bitmap is kept, and a pusher starts only once an assignment names it a child).
+        A ``Have`` is also admitted when it shows the source's admission of its sender at this node
+        (``manifest.admission``): a child may link before its parent hears of it. The credential then
+        admits the child for that payload's messages, until the payload ends here.
         """
         pid = getattr(body, "payload_id", None)
         if isinstance(body, Have):
-            return True
+            return self._credited(peer, body)
         if isinstance(body, Progress):
             plan = self.plans.get(body.payload_id)
             return plan is not None and peer in plan.members
@@ -126,6 +131,31 @@ class PayloadService(SourceRole, ReceiverRole, PusherRole, Service):
             return False
         plan = self.plans.get(s.pid)
         return peer in s.admitted or (plan is not None and peer in plan.members)
+
+    def _credited(self, peer: NodeId, h: Have) -> bool:
+        pid = h.payload_id
+        s, plan = self.sessions.get(pid), self.plans.get(pid)
+        if (s is not None and peer in s.admitted) or (plan is not None and peer in plan.members):
+            return True
+        if peer in self._credentials.get(pid, ()):
+            return True
+        source = s.source if s is not None else h.source
+        if source is None or not h.admission:
+            return False
+        if s is None and not self.host.peers.authorised(source):
+            return False  # only a source that may start payloads here can admit anyone to one
+        if not admission_valid(source, pid, peer, self.host.node_id, h.admission):
+            return False
+        if s is not None:
+            s.admitted.add(peer)
+        elif len(self._credentials) < EARLY_PAYLOADS or pid in self._credentials:
+            held = self._credentials.setdefault(pid, set())
+            if len(held) >= EARLY_MAX:
+                return False
+            held.add(peer)
+        else:
+            return False
+        return True
 
     def expects(self, peer: NodeId) -> bool:
         """A peer a payload in progress names (its parent, a child, a helper, a member of a plan)."""

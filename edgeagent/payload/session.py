@@ -169,6 +169,8 @@ class _Session:
     #: peers this payload's assignments and assists named (parents, children, helpers): they may send
     #: its chunks, requests and Haves here, and nothing else
     admitted: set[NodeId] = field(default_factory=set)
+    #: per parent, the source's admission of this node there (shown with each Have to that parent)
+    admissions: dict[NodeId, bytes] = field(default_factory=dict)
     complete_event: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -214,6 +216,7 @@ class _Roles:
     sent_by_kind: Counter[str]
     _early: dict[bytes, list[tuple[NodeId, Any]]]
     _early_bytes: int  # what the messages in _early hold (see _keep_early)
+    _credentials: dict[bytes, set[NodeId]]  # payloads not assigned here yet -> peers their source admitted
     _opened: dict[bytes, asyncio.Event]  # payloads someone waits to be assigned here (wait_complete)
     _flip: bool
     pacer: Pacer

@@ -14,7 +14,7 @@ from ..exceptions import EdgeAgentError, NoRoute, PayloadError
 from ..host import Inbound
 from ..wire import Assist, NodeId, Progress, TreeAssign
 from .assist import Standing, assists, stripe_sizes
-from .manifest import MAX_CHUNK_SIZE, hash_available, make_manifest, payload_id
+from .manifest import MAX_CHUNK_SIZE, admission, hash_available, make_manifest, payload_id
 from .planner import Forest, Member, Tree, plan_forest, tree_assign
 from .repair import move, reassign_metered, repair
 
@@ -210,11 +210,12 @@ class SourceRole(_Roles):
                         continue
                 addrs = plan.addresses.get(parent, ()) if parent not in (None, me) else tuple(self.host.listen_urls)
                 manifest = s.manifest if fresh and not msgs else None
-                msgs.append(
-                    tree_assign(
-                        plan.forest, tree, n, s.pid, sizes[tree.stripe], manifest=manifest, parent_addresses=addrs
-                    )
+                a = tree_assign(
+                    plan.forest, tree, n, s.pid, sizes[tree.stripe], manifest=manifest, parent_addresses=addrs
                 )
+                if parent is not None and parent != me:  # its credential at a parent that may not know it yet
+                    a = dataclasses.replace(a, admission=admission(self.host.identity, s.pid, n, parent))
+                msgs.append(a)
             for m in msgs:
                 try:
                     await self.host.send(n, m)

@@ -36,7 +36,7 @@ class Manifest(_message.Message):
     def __init__(self, size: _Optional[int] = ..., chunk_size: _Optional[int] = ..., hash_alg: _Optional[str] = ..., chunk_hashes: _Optional[bytes] = ..., origin: _Optional[bytes] = ..., name: _Optional[str] = ..., created_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class TreeAssign(_message.Message):
-    __slots__ = ("payload_id", "stripe", "stripes", "parent", "children", "subtree", "manifest", "parent_addresses", "weights")
+    __slots__ = ("payload_id", "stripe", "stripes", "parent", "children", "subtree", "manifest", "parent_addresses", "weights", "admission")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     STRIPE_FIELD_NUMBER: _ClassVar[int]
     STRIPES_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class TreeAssign(_message.Message):
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     PARENT_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     stripe: int
     stripes: int
@@ -55,7 +56,8 @@ class TreeAssign(_message.Message):
     manifest: Manifest
     parent_addresses: _containers.RepeatedScalarFieldContainer[str]
     weights: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, payload_id: _Optional[bytes] = ..., stripe: _Optional[int] = ..., stripes: _Optional[int] = ..., parent: _Optional[bytes] = ..., children: _Optional[_Iterable[bytes]] = ..., subtree: _Optional[_Union[_route_pb2.RouteSegment, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., parent_addresses: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[int]] = ...) -> None: ...
+    admission: bytes
+    def __init__(self, payload_id: _Optional[bytes] = ..., stripe: _Optional[int] = ..., stripes: _Optional[int] = ..., parent: _Optional[bytes] = ..., children: _Optional[_Iterable[bytes]] = ..., subtree: _Optional[_Union[_route_pb2.RouteSegment, _Mapping]] = ..., manifest: _Optional[_Union[Manifest, _Mapping]] = ..., parent_addresses: _Optional[_Iterable[str]] = ..., weights: _Optional[_Iterable[int]] = ..., admission: _Optional[bytes] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("payload_id", "index", "data")
@@ -76,12 +78,16 @@ class ChunkRequest(_message.Message):
     def __init__(self, payload_id: _Optional[bytes] = ..., ranges: _Optional[_Iterable[_Union[IndexRange, _Mapping]]] = ...) -> None: ...
 
 class Have(_message.Message):
-    __slots__ = ("payload_id", "bitmap")
+    __slots__ = ("payload_id", "bitmap", "source", "admission")
     PAYLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     BITMAP_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     payload_id: bytes
     bitmap: bytes
-    def __init__(self, payload_id: _Optional[bytes] = ..., bitmap: _Optional[bytes] = ...) -> None: ...
+    source: bytes
+    admission: bytes
+    def __init__(self, payload_id: _Optional[bytes] = ..., bitmap: _Optional[bytes] = ..., source: _Optional[bytes] = ..., admission: _Optional[bytes] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("payload_id", "have_bytes", "complete", "bytes_sent", "lost_parent", "bad_parent", "bad_chunks", "stripe_have", "stalled", "linked", "idle")

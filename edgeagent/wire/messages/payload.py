@@ -76,6 +76,13 @@ class TreeAssign(Message):
     weights: tuple[int, ...] = fld(
         9, Rep(U32), "receivers at or below each child (parallel to children): children that relay are served first"
     )
+    admission: bytes = fld(
+        10,
+        BYTES,
+        "the source's signature admitting this node at its parent for this payload (payload.admission): "
+        "the node shows it to the parent with its Have, so a parent accepts a child it has not heard of yet",
+        default=b"",
+    )
 
 
 @message(66)
@@ -117,6 +124,8 @@ class Have(Message):
 
     payload_id: bytes = fld(1, BYTES, "the payload")
     bitmap: bytes = fld(2, BYTES, "the have-map", default=b"")
+    source: NodeId | None = fld(3, Opt(NODEID), "the payload's source, who signed the admission")
+    admission: bytes = fld(4, BYTES, "the admission from the sender's TreeAssign for this parent", default=b"")
 
 
 @message(69)
