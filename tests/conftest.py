@@ -1,4 +1,5 @@
-"""Shared test helpers: one polling helper, and a FakeHost to unit-test a service without a Node."""
+"""Shared test helpers: one polling helper, links into a Node over a memory pipe, and a FakeHost to
+unit-test a service without a Node."""
 
 from __future__ import annotations
 
@@ -15,10 +16,34 @@ from edgeagent.host import ChangeSignal, Host, Inbound, Pick, Service
 from edgeagent.identity import Identity
 from edgeagent.limits import Limiter
 from edgeagent.links.base import LinkOptions
+from edgeagent.links.link import Link, establish
+from edgeagent.links.memory import memory_pipe
 from edgeagent.peers import PeerTable
 from edgeagent.wire import Envelope, Message, NodeId
 
 T = TypeVar("T")
+
+
+async def attach(node: Any, ident: Identity, options: LinkOptions | None = None) -> Link:
+    """A link from ``ident`` to ``node`` (a Node) over a memory pipe, served by the node as an accepted
+    link; the test sends and reads frames on the link returned."""
+    ta, tb = memory_pipe()
+    mine, theirs = await asyncio.gather(
+        establish(ta, ident, options or LinkOptions(), initiator=True),
+        establish(tb, node.identity, node.link_options, initiator=False),
+    )
+    await node._on_link(theirs)
+    return mine
+
+
+async def ask(link: Link, env: Envelope, timeout: float = 5.0) -> Envelope:
+    """Send ``env`` on ``link`` and return the reply to it (other frames are skipped)."""
+    await link.send(env)
+    async with asyncio.timeout(timeout):
+        while True:
+            got = await link.recv()
+            if got.reply_to == env.msg_id:
+                return got
 
 
 async def until(

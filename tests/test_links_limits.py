@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,27 +17,7 @@ from edgeagent.links.link import Link, establish
 from edgeagent.links.memory import memory_pipe
 from edgeagent.node import Node, NodeConfig
 from edgeagent.wire import Envelope, Error, ErrorCode, ObjectMessage, ObjectRequestMessage, Response
-from tests.conftest import until
-
-
-async def _attach(node: Node, ident: Identity) -> Link:
-    """A link from ``ident`` to ``node`` over a memory pipe, handed to the node as an accepted link."""
-    ta, tb = memory_pipe()
-    mine, theirs = await asyncio.gather(
-        establish(ta, ident, LinkOptions(), initiator=True),
-        establish(tb, node.identity, node.link_options, initiator=False),
-    )
-    await node._on_link(theirs)
-    return mine
-
-
-async def _ask(link: Link, env: Envelope) -> Envelope:
-    await link.send(env)
-    async with asyncio.timeout(5):
-        while True:
-            got = await link.recv()
-            if got.reply_to == env.msg_id:
-                return got
+from tests.conftest import ask, attach, until
 
 
 async def _node(tmp_path: Path, allow: set[Identity], **limits: int) -> Node:
@@ -50,14 +31,14 @@ async def test_links_per_peer_are_capped_and_others_still_link(tmp_path: Path) -
     links: list[Link] = []
     try:
         for _ in range(6):
-            links.append(await _attach(node, flood))
+            links.append(await attach(node, flood))
         await until(lambda: sum(1 for x in links if x.closed) == 3, what="three links closed")
         assert len([x for x in node.links[flood.node_id] if not x.closed]) == 3
         assert node.status()["limits"]["refused"] == {"links_per_peer": 3}
         closed = next(x for x in links if x.closed)
         assert "links_per_peer" in str(closed.close_error)  # the peer is told which limit
-        ok = await _attach(node, honest)
-        reply = await _ask(ok, Envelope(ObjectMessage("a", b"x"), honest.node_id))
+        ok = await attach(node, honest)
+        reply = await ask(ok, Envelope(ObjectMessage("a", b"x"), honest.node_id))
         assert isinstance(reply.body, Response)
         links.append(ok)
     finally:
@@ -72,11 +53,11 @@ async def test_links_total_are_capped_and_an_authorised_peer_takes_a_strangers_p
     links: list[Link] = []
     try:
         for _ in range(6):  # six strangers: four get in, two are refused
-            links.append(await _attach(node, Identity.generate()))
+            links.append(await attach(node, Identity.generate()))
         await until(lambda: sum(1 for x in links if x.closed) == 2, what="two strangers refused")
-        ok = await _attach(node, honest)  # the node is full, but an authorised peer still links
+        ok = await attach(node, honest)  # the node is full, but an authorised peer still links
         links.append(ok)
-        reply = await _ask(ok, Envelope(ObjectMessage("a", b"x"), honest.node_id))
+        reply = await ask(ok, Envelope(ObjectMessage("a", b"x"), honest.node_id))
         assert isinstance(reply.body, Response)
         await until(lambda: sum(1 for x in links if x.closed) == 3, what="a stranger making room")
         assert len([x for x in node.peers.every_link() if not x.closed]) == 4
@@ -91,7 +72,7 @@ async def test_a_stranger_cannot_make_the_node_buffer_a_large_frame(tmp_path: Pa
     stranger, honest = Identity.generate(), Identity.generate()
     node = await _node(tmp_path, {honest}, preauth_frame_bytes=16 * 1024)
     try:
-        bad = await _attach(node, stranger)
+        bad = await attach(node, stranger)
         # a PeerRecord-sized frame would pass; 100 KiB is dropped unread, never buffered whole
         await bad.send(Envelope(ObjectMessage("big", bytes(100 * 1024)), stranger.node_id))
         told = await asyncio.wait_for(bad.recv(), 5)
@@ -102,17 +83,19 @@ async def test_a_stranger_cannot_make_the_node_buffer_a_large_frame(tmp_path: Pa
         assert not bad.closed  # the link goes on: what a stranger may send still arrives
         pong_ms = await asyncio.wait_for(bad.ping(), 5)
         assert pong_ms >= 0
-        ok = await _attach(node, honest)  # an authorised peer's frames may be large
-        reply = await _ask(ok, Envelope(ObjectMessage("big", bytes(100 * 1024)), honest.node_id))
+        ok = await attach(node, honest)  # an authorised peer's frames may be large
+        reply = await ask(ok, Envelope(ObjectMessage("big", bytes(100 * 1024)), honest.node_id))
         assert isinstance(reply.body, Response)
-        got = await _ask(ok, Envelope(ObjectRequestMessage("big", keep=True), honest.node_id))
+        got = await ask(ok, Envelope(ObjectRequestMessage("big", keep=True), honest.node_id))
         assert not isinstance(got.body, Error)
         await ok.close()
     finally:
         await node.stop()
 
 
-async def test_empty_records_do_not_keep_a_silent_link_alive() -> None:
+async def _silent_peer() -> tuple[Any, Link]:
+    """A plaintext link whose one side goes silent (it answers no ping; its transport stays open, for
+    the test to write raw records on); returns (that raw transport, the other side's link)."""
     a, b = Identity.generate(), Identity.generate()
     ta, tb = memory_pipe()
     opts = LinkOptions(insecure=True, keepalive=0.2, dead_after=0.6)
@@ -120,8 +103,13 @@ async def test_empty_records_do_not_keep_a_silent_link_alive() -> None:
         establish(ta, a, opts, initiator=True),
         establish(tb, b, opts, initiator=False),
     )
-    for task in la._tasks:  # a's side goes silent: it answers no ping (its transport stays open)
+    for task in la._tasks:
         task.cancel()
+    return ta, lb
+
+
+async def test_empty_records_do_not_keep_a_silent_link_alive() -> None:
+    ta, lb = await _silent_peer()
     try:
         for _ in range(20):  # 2 s of empty records: a record header with no bytes and no FIN
             if lb.closed:
@@ -139,15 +127,7 @@ async def test_empty_records_do_not_keep_a_silent_link_alive() -> None:
 
 @pytest.mark.parametrize("chunks", [8])
 async def test_a_slow_large_frame_is_a_sign_of_life(chunks: int) -> None:
-    a, b = Identity.generate(), Identity.generate()
-    ta, tb = memory_pipe()
-    opts = LinkOptions(insecure=True, keepalive=0.2, dead_after=0.6)
-    la, lb = await asyncio.gather(
-        establish(ta, a, opts, initiator=True),
-        establish(tb, b, opts, initiator=False),
-    )
-    for task in la._tasks:
-        task.cancel()
+    ta, lb = await _silent_peer()
     try:
         # one frame's records trickle in over 1.6 s (longer than dead_after): the link stays up
         piece = b"\x00" + (1000).to_bytes(2, "big") + bytes(1000)

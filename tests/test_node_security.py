@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.identity import Identity, origin_proven, prove_origin
-from edgeagent.links.base import LinkOptions
-from edgeagent.links.link import Link, establish
-from edgeagent.links.memory import memory_pipe
+from edgeagent.links.link import Link
 from edgeagent.node import Node, NodeConfig
 from edgeagent.wire import (
     Deliver,
@@ -23,41 +21,21 @@ from edgeagent.wire import (
     PubEntry,
     Response,
 )
-from tests.conftest import until
-
-
-async def _attach(node: Node, ident: Identity) -> Link:
-    """A link from ``ident`` to ``node`` over a memory pipe, registered with the node."""
-    ta, tb = memory_pipe()
-    mine, theirs = await asyncio.gather(
-        establish(ta, ident, LinkOptions(), initiator=True),
-        establish(tb, node.identity, node.link_options, initiator=False),
-    )
-    await node._on_link(theirs)
-    return mine
-
-
-async def _reply(link: Link, env: Envelope) -> Envelope:
-    await link.send(env)
-    async with asyncio.timeout(5):
-        while True:
-            got = await link.recv()
-            if got.reply_to == env.msg_id:
-                return got
+from tests.conftest import ask, attach, until
 
 
 async def test_an_authorised_peer_cannot_speak_for_another(tmp_path: Path) -> None:
     alice, bob = Identity.generate(), Identity.generate()
     node = Node(Identity.generate(), tmp_path / "w", NodeConfig(allow={alice.node_id, bob.node_id}))
     try:
-        link = await _attach(node, alice)
-        honest = await _reply(link, Envelope(ObjectMessage("a", b"x"), alice.node_id))
+        link = await attach(node, alice)
+        honest = await ask(link, Envelope(ObjectMessage("a", b"x"), alice.node_id))
         assert not isinstance(honest.body, Error)
         await link.send(Envelope(ObjectMessage("b", b"y"), bob.node_id))  # alice claims to be bob, unproven
         await until(lambda: node.status()["refused"].get("no origin proof") == 1)
         assert "b" not in node.worker.store and node.worker.store.get("a", now=0).owner == alice.node_id
         # the node keeps serving the link
-        again = await _reply(link, Envelope(ObjectMessage("c", b"z"), alice.node_id))
+        again = await ask(link, Envelope(ObjectMessage("c", b"z"), alice.node_id))
         assert not isinstance(again.body, Error)
         await link.close()
     finally:
@@ -68,9 +46,9 @@ async def test_a_device_does_not_forward(tmp_path: Path) -> None:
     alice, bob = Identity.generate(), Identity.generate()
     node = Node(Identity.generate(), tmp_path / "w", NodeConfig(allow={alice.node_id, bob.node_id}))
     try:
-        la = await _attach(node, alice)
-        lb = await _attach(node, bob)
-        reply = await _reply(la, Envelope(ObjectMessage("a", b"x"), alice.node_id, destination=bob.node_id))
+        la = await attach(node, alice)
+        lb = await attach(node, bob)
+        reply = await ask(la, Envelope(ObjectMessage("a", b"x"), alice.node_id, destination=bob.node_id))
         assert isinstance(reply.body, Error) and reply.body.code == ErrorCode.UNAUTHORIZED
         assert node.routing.forwarded == 0
         await la.close()
@@ -83,9 +61,9 @@ async def test_a_domain_forwards_only_between_authorised_devices(tmp_path: Path)
     alice, bob, eve = Identity.generate(), Identity.generate(), Identity.generate()
     domain = Node(Identity.generate(), tmp_path / "d", NodeConfig(role="domain", allow={alice.node_id, bob.node_id}))
     try:
-        la, lb, le = [await _attach(domain, i) for i in (alice, bob, eve)]
+        la, lb, le = [await attach(domain, i) for i in (alice, bob, eve)]
         # alice -> eve: eve is not authorised at the domain, so nothing is forwarded to her
-        reply = await _reply(la, Envelope(ObjectMessage("a", b"x"), alice.node_id, destination=eve.node_id))
+        reply = await ask(la, Envelope(ObjectMessage("a", b"x"), alice.node_id, destination=eve.node_id))
         assert isinstance(reply.body, Error) and reply.body.code == ErrorCode.UNAUTHORIZED
         # alice -> bob: forwarded; bob sees alice as the source and the domain as the relay
         env = Envelope(ObjectMessage("a", b"x"), alice.node_id, destination=bob.node_id)
@@ -105,7 +83,7 @@ async def _relay_setup(tmp_path: Path) -> tuple[Node, Identity, Identity, Link]:
     """A device node that allows ``relay`` and ``alice``; ``relay`` is linked to it (alice is not)."""
     relay, alice = Identity.generate(), Identity.generate()
     node = Node(Identity.generate(), tmp_path / "n", NodeConfig(allow={relay.node_id, alice.node_id}))
-    return node, relay, alice, await _attach(node, relay)
+    return node, relay, alice, await attach(node, relay)
 
 
 async def test_a_relay_carries_a_proven_envelope_once_and_cannot_forge_alter_or_replay(tmp_path: Path) -> None:
@@ -129,7 +107,7 @@ async def test_a_relay_carries_a_proven_envelope_once_and_cannot_forge_alter_or_
         assert refused == {"no origin proof": 2, "replayed (relayed twice)": 1}, refused
         assert "f" not in node.worker.store and "g" not in node.worker.store
         # the node still serves the relay itself
-        ok = await _reply(link, Envelope(ObjectMessage("r", b"1"), relay.node_id))
+        ok = await ask(link, Envelope(ObjectMessage("r", b"1"), relay.node_id))
         assert not isinstance(ok.body, Error)
         await link.close()
     finally:
@@ -149,7 +127,7 @@ async def test_a_relay_cannot_pass_off_a_forged_domain_message(tmp_path: Path) -
     node.intercept(Deliver, spy)
     node.intercept(JobAdvert, spy)
     try:
-        link = await _attach(node, relay)
+        link = await attach(node, relay)
         me = node.identity.node_id
         for body in (Deliver("t", (PubEntry(domain_id.node_id, 1, b"forged"),)), JobAdvert("j", "fedavg")):
             await link.send(Envelope(body, domain_id.node_id, destination=me))

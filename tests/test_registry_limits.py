@@ -12,15 +12,13 @@ import pytest
 
 from edgeagent.identity import Identity, sign_struct
 from edgeagent.limits import Limiter, ResourceLimits
-from edgeagent.links.base import LinkOptions
-from edgeagent.links.link import Link, establish
-from edgeagent.links.memory import memory_pipe
+from edgeagent.links.link import Link
 from edgeagent.node import Node, NodeConfig
 from edgeagent.peers import PeerTable
 from edgeagent.services import registry
 from edgeagent.services.registry import RegistryService
 from edgeagent.wire import Envelope, Error, ErrorCode, NodeId, PeerList, PeerRecord, encode
-from tests.conftest import FakeHost, FakeLink
+from tests.conftest import FakeHost, FakeLink, ask, attach
 
 COMMON: dict[str, Any] = {"mdns": "off", "link_probe_interval": 0, "route_tick": 0.2}
 PAGE_BYTES = 256 * 1024  # the largest peer-list frame a domain may send
@@ -65,26 +63,6 @@ async def _register(host: FakeHost, reg: RegistryService, rec: PeerRecord, link:
 # -- a flood of identities -------------------------------------------------------------------------
 
 
-async def _attach(node: Node, ident: Identity) -> Link:
-    """A link from ``ident`` to ``node`` over a memory pipe, served by the node."""
-    ta, tb = memory_pipe()
-    mine, theirs = await asyncio.gather(
-        establish(ta, ident, LinkOptions(), initiator=True),
-        establish(tb, node.identity, node.link_options, initiator=False),
-    )
-    await node._on_link(theirs)
-    return mine
-
-
-async def _ask(link: Link, env: Envelope) -> Envelope:
-    await link.send(env)
-    async with asyncio.timeout(5):
-        while True:
-            got = await link.recv()
-            if got.reply_to == env.msg_id:
-                return got
-
-
 async def test_a_flood_of_identities_is_refused_past_the_cap_and_an_honest_device_still_registers(
     tmp_path: Path,
 ) -> None:
@@ -105,10 +83,10 @@ async def test_a_flood_of_identities_is_refused_past_the_cap_and_an_honest_devic
         answers: list[Any] = []
         for _ in range(flood):
             ident = Identity.generate()
-            link = await _attach(domain, ident)
+            link = await attach(domain, ident)
             links.append(link)
             env = Envelope(_record(ident), ident.node_id, destination=domain.identity.node_id)
-            answers.append((await _ask(link, env)).body)
+            answers.append((await ask(link, env)).body)
         refused = [a for a in answers if isinstance(a, Error)]
         assert len(refused) == flood - cap
         assert all(a.code == ErrorCode.QUOTA and "registry_records" in a.reason for a in refused)
@@ -184,15 +162,15 @@ async def test_an_oversized_record_is_refused_by_a_running_domain(tmp_path: Path
     domain = Node(Identity.generate(), tmp_path / "d", config)
     ident = Identity.generate()
     try:
-        link = await _attach(domain, ident)
+        link = await attach(domain, ident)
         huge = _record(ident, addresses=("ws://" + "x" * (2 << 20) + ":1",))  # one 2 MiB address
-        reply = await _ask(link, Envelope(huge, ident.node_id, destination=domain.identity.node_id))
+        reply = await ask(link, Envelope(huge, ident.node_id, destination=domain.identity.node_id))
         assert isinstance(reply.body, Error) and reply.body.code == ErrorCode.QUOTA
         assert "record_bytes" in reply.body.reason
         assert ident.node_id not in domain.registry.records
         assert domain.limiter.refused["record_bytes"] == 1
         # the link is still served, and a sound record from the same peer is kept
-        reply = await _ask(link, Envelope(_record(ident, 2), ident.node_id, destination=domain.identity.node_id))
+        reply = await ask(link, Envelope(_record(ident, 2), ident.node_id, destination=domain.identity.node_id))
         assert isinstance(reply.body, PeerList)
         assert domain.registry.records[ident.node_id].seq == 2
         await link.close()

@@ -18,13 +18,12 @@ from edgeagent import stream as stream_mod
 from edgeagent.exceptions import RemoteQuotaExceeded
 from edgeagent.identity import Identity
 from edgeagent.limits import ResourceLimits
-from edgeagent.links.base import LinkOptions
 from edgeagent.links.link import Link, establish
 from edgeagent.links.memory import memory_pipe
 from edgeagent.node import Node, NodeConfig
 from edgeagent.stream import StreamWriter
 from edgeagent.wire import Envelope, NodeId, StreamAck, StreamData
-from tests.conftest import until
+from tests.conftest import attach, until
 
 
 async def _join(a: Node, b: Node) -> None:
@@ -36,17 +35,6 @@ async def _join(a: Node, b: Node) -> None:
     )
     await a._on_link(la)
     await b._on_link(lb)
-
-
-async def _attach(node: Node, ident: Identity) -> Link:
-    """A bare link from ``ident`` to ``node`` (frames are sent and read by the test)."""
-    ta, tb = memory_pipe()
-    mine, theirs = await asyncio.gather(
-        establish(ta, ident, LinkOptions(), initiator=True),
-        establish(tb, node.identity, node.link_options, initiator=False),
-    )
-    await node._on_link(theirs)
-    return mine
 
 
 @contextlib.asynccontextmanager
@@ -157,7 +145,7 @@ async def test_a_sender_coming_back_to_a_dropped_stream_gets_a_clear_error(tmp_p
                     acks.append(env.body)
 
     try:
-        link = await _attach(rx, carol)
+        link = await attach(rx, carol)
         reader = asyncio.ensure_future(read(link))
         sid = secrets.token_bytes(16)
         me: NodeId = carol.node_id
