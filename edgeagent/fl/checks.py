@@ -25,9 +25,44 @@ from ..wire import (
 )
 from .aggregate import update_problem
 
-__all__ = ["SUBTREES", "Refusal", "child_subtrees", "contributors_refusal", "form_refusal", "refuse", "subtrees"]
+__all__ = [
+    "N_CLASSES",
+    "N_FEATURES",
+    "SUBTREES",
+    "Refusal",
+    "child_subtrees",
+    "contributors_refusal",
+    "data_problem",
+    "form_refusal",
+    "plan_hyperparams",
+    "refuse",
+    "subtrees",
+]
 
 SUBTREES: Final = "_subtrees"  # RoundStart hyper-parameter: per expected child, the devices below it (NodeId text)
+#: JobAdvert hyper-parameters: the model's input features and classes, so a device checks its data at once
+N_FEATURES: Final = "_n_features"
+N_CLASSES: Final = "_n_classes"
+
+
+def plan_hyperparams(hyper: dict[str, object]) -> dict[str, object]:
+    """The hyper-parameters a plan sees: without the protocol's own keys (those starting with ``_``)."""
+    return {k: v for k, v in hyper.items() if not k.startswith("_")}
+
+
+def data_problem(x_shape: tuple[int, ...], labels: object, hyper: dict[str, object]) -> str | None:
+    """Why local data (``x`` of ``x_shape``, integer ``labels``) does not fit an advertised job, or None."""
+    features, classes = hyper.get(N_FEATURES), hyper.get(N_CLASSES)
+    if isinstance(features, int) and len(x_shape) == 2 and x_shape[1] != features:
+        return f"the local data has {x_shape[1]} features per sample; the job's model takes {features}"
+    if isinstance(classes, int):
+        import numpy as np
+
+        y = np.asarray(labels)
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+            return f"the local labels run {int(y.min())}..{int(y.max())}; the job has classes 0..{classes - 1}"
+    return None
+
 
 #: A refusal: (limit counted under ``limits.refused``, the Error code, why).
 Refusal = tuple[str, ErrorCode, str]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..host import Host, PayloadApi
 
 
-from .checks import SUBTREES, Refusal, child_subtrees, contributors_refusal, form_refusal, refuse
+from .checks import Refusal, child_subtrees, contributors_refusal, data_problem, form_refusal, plan_hyperparams, refuse
 
 __all__ = ["FlDevice", "load_data"]
 
@@ -151,10 +151,14 @@ class FlDevice(Service):
             return False, f"no plan {advert.plan!r} here"
         if e.needs_data:
             try:
-                if self.data() is None:
-                    return False, "no local training data (set [fl] data)"
+                data = self.data()
             except EdgeAgentError as exc:
                 return False, str(exc)
+            if data is None:
+                return False, "no local training data (run with --data FILE)"
+            problem = data_problem(tuple(data[0].shape), data[1], advert.hyperparams)
+            if problem is not None:
+                return False, problem
         from ..netcost import RunConditions
         from ..netcost.battery import read_battery
 
@@ -179,10 +183,18 @@ class FlDevice(Service):
             return
         ok, why = self.eligible(ad)
         if not ok:
+            if self.not_eligible.get(ad.job_id) != why:  # said once per reason: here, and to the domain
+                log.warning("not taking part in job %s: %s", ad.job_id, why)
+                self._spawn(self._decline(env.source, ad.job_id, why))
             self.not_eligible[ad.job_id] = why
             return
         self._joining.add(ad.job_id)
         self._spawn(self._join(env.source, ad))
+
+    async def _decline(self, domain: NodeId, job_id: str, why: str) -> None:
+        """Tell the domain why this device does not take part (it reports that by device)."""
+        with contextlib.suppress(EdgeAgentError):
+            await self.host.request(domain, JoinRequest(job_id, 0, tuple(available_plans()), declined=why), timeout=10)
 
     async def _join(self, domain: NodeId, ad: JobAdvert) -> None:
         try:
@@ -263,7 +275,7 @@ class FlDevice(Service):
             x, y = data
             step = float(rs.hyperparams.get("_step_ms", 0)) / 1000
             train_until = send_by - step / 2  # the children send a step earlier; keep time to add them
-            hyper = {k: v for k, v in rs.hyperparams.items() if k != SUBTREES}
+            hyper = plan_hyperparams(rs.hyperparams)
             new, metrics = await asyncio.to_thread(plan.train, params, x, y, hyper, train_until)
             n = len(y)
             own = Update(

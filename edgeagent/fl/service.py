@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from ..host import Host, PayloadApi
 
 
-from .checks import SUBTREES, Refusal, contributors_refusal, form_refusal, refuse, subtrees
+from .checks import N_CLASSES, N_FEATURES, SUBTREES, Refusal, contributors_refusal, form_refusal, refuse, subtrees
 from .device import FlDevice, load_data
 
 __all__ = ["FlDevice", "FlDomain", "load_data"]
@@ -63,6 +63,7 @@ __all__ = ["FlDevice", "FlDomain", "load_data"]
 log = logging.getLogger(__name__)
 ADVERT_EVERY: Final = 2.0
 MIN_STEP_S: Final = 0.3  # each tree level above a node gets at least this long to aggregate and forward
+_DECLINED_KEPT: Final = 4096  # devices whose reasons for not taking part the domain keeps
 _ATTEMPTS_KEPT: Final = 4  # assignments of a round's earlier attempts whose late updates still count
 
 
@@ -97,6 +98,7 @@ class FlDomain(Service):
         self.dir = host.state_dir / "fl" / spec.id
         self.plan = load_plan(spec.plan)
         self.joined: dict[NodeId, int] = {}  # device -> samples
+        self.declined: dict[NodeId, str] = {}  # device -> why it does not take part (it said so)
         self.left: set[NodeId] = set()
         self.round: _RoundState | None = None
         self.history: list[dict[str, Any]] = []
@@ -132,9 +134,9 @@ class FlDomain(Service):
 
     def advert(self) -> JobAdvert:
         s = self.spec
+        hyper = {**s.hyperparams, N_FEATURES: s.n_features, N_CLASSES: s.n_classes}
         return JobAdvert(
-            s.id, s.plan, None, dict(s.hyperparams), s.rounds, s.min_participants, s.eligibility,
-            int(s.round_deadline_s * 1000),
+            s.id, s.plan, None, hyper, s.rounds, s.min_participants, s.eligibility, int(s.round_deadline_s * 1000),
         )  # fmt: skip
 
     def _load_state(self) -> None:
@@ -204,12 +206,18 @@ class FlDomain(Service):
         req, env = m.body, m.env
         if req.job_id != self.spec.id:
             reply = JoinReply(req.job_id, False, "no such job here")
+        elif req.declined:  # the device will not take part, and says why: reported by device
+            if env.source in self.declined or len(self.declined) < _DECLINED_KEPT:
+                self.declined[env.source] = req.declined[:200]
+            log.info("job %s: %s does not take part: %s", self.spec.id, env.source.short(), req.declined[:200])
+            reply = JoinReply(req.job_id, False, "noted")
         elif self.host.peers.is_domain(env.source):
             reply = JoinReply(req.job_id, False, "not authorised by this domain")
         elif self.spec.plan not in req.capabilities:
             reply = JoinReply(req.job_id, False, f"the device lacks plan {self.spec.plan!r}")
         else:
             self.joined[env.source] = req.num_samples
+            self.declined.pop(env.source, None)
             self.left.discard(env.source)
             reply = JoinReply(req.job_id, True)
         await m.reply(reply)
@@ -375,6 +383,7 @@ class FlDomain(Service):
             "rounds": self.spec.rounds,
             "done": self.done.is_set(),
             "joined": len(self.joined),
+            "not_eligible": {str(n): why for n, why in list(self.declined.items())[:100]},
             "participants": len(self.round.participants) if self.round else (last["participants"] if last else 0),
             "accuracy": metrics.get("test_accuracy", metrics.get("train_accuracy")),
             "history": self.history[-20:],

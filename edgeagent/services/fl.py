@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..exceptions import ConfigError, EdgeAgentError
 from ..host import Host, Inbound, PayloadApi, Policy, Registration, Sender, Service, on
 from ..wire import JobAdvert, Message
 
@@ -61,9 +62,13 @@ def mount_fl(
         node.mount(NoTraining("no local training data (start the device with --data FILE)"))
         return None, None
     try:
-        from ..fl.device import FlDevice
+        from ..fl.device import FlDevice, load_data
     except ImportError:  # numpy missing: this device cannot train (install the fl extra)
         log.warning("federated learning off: numpy is not installed (pip install 'edgeagent[fl]')")
         node.mount(NoTraining("numpy is not installed (pip install 'edgeagent[fl]')"))
         return None, None
+    try:
+        load_data(data)  # a bad --data file is an error at start, not a silent round-by-round failure
+    except EdgeAgentError as exc:
+        raise ConfigError(f"--data: {exc}") from None
     return None, node.mount(FlDevice(host, payloads, data, run_conditions=run_conditions))

@@ -48,14 +48,16 @@ class JobAdvert(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., plan: _Optional[str] = ..., model: _Optional[_Union[_payload_pb2.Manifest, _Mapping]] = ..., hyperparams: _Optional[_Mapping[str, _common_pb2.Value]] = ..., rounds: _Optional[int] = ..., min_participants: _Optional[int] = ..., eligibility: _Optional[_Union[Eligibility, _Mapping]] = ..., round_deadline_ms: _Optional[int] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("job_id", "num_samples", "capabilities")
+    __slots__ = ("job_id", "num_samples", "capabilities", "declined")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    DECLINED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     num_samples: int
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    declined: str
+    def __init__(self, job_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., declined: _Optional[str] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("job_id", "accepted", "reason")

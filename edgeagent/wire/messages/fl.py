@@ -66,6 +66,9 @@ class JoinRequest(Message):
     job_id: str = fld(1, STR, "the job")
     num_samples: int = fld(2, U64, "local training examples", default=0)
     capabilities: tuple[str, ...] = fld(3, Rep(STR), "plans and features the device has")
+    declined: str = fld(
+        4, STR, "set when the device does not take part: why (its data does not fit the job, ...)", default=""
+    )
 
 
 @message(82)
