@@ -38,7 +38,7 @@ from edgeagent.payload.planner import (
     stripe_candidates,
     tree_assigns,
 )
-from edgeagent.payload.repair import move, reassign_metered, repair
+from edgeagent.payload.repair import avoid_failed, move, reassign_metered, repair
 from edgeagent.wire import NodeId
 
 SRC = NodeId.from_public_key(b"\xff" * 32)
@@ -747,3 +747,22 @@ def test_large_groups_get_at_most_four_automatic_stripes() -> None:
     assert plan_forest(SRC, big, stripes=8).stripes == 8  # an explicit choice is kept
     small = [Member(nid(i), 1e6) for i in range(LARGE_GROUP)]
     assert stripe_candidates(len(small), len(small))[-1] == MAX_AUTO_STRIPES
+
+
+@MOVE_PROPS
+@given(members=member_sets(min_size=3, max_size=40), stripes=stripe_args, data=st.data())
+def test_a_repaired_forest_never_keeps_an_edge_seen_to_fail(
+    members: list[Member], stripes: int | None, data: st.DataObject
+) -> None:
+    """Whatever edges failed (a child could not link to a parent), ``avoid_failed`` leaves none of them
+    in any tree, moves nothing else out of place, and keeps every member in every tree."""
+    forest = plan_forest(SRC, members, stripes=stripes)
+    edges = sorted({(t.parent[c], c) for t in forest.trees for c in t.parent if t.parent[c] != SRC})
+    assume(edges)
+    failed = data.draw(st.lists(st.sampled_from(edges), min_size=1, unique=True))
+    fixed = avoid_failed(forest, failed, members)
+    for tree in fixed.trees:
+        assert set(tree.parent) == set(forest.trees[tree.stripe].parent)  # nobody lost
+        assert not [(tree.parent[c], c) for c in tree.parent if (tree.parent[c], c) in set(failed)]
+    assert avoid_failed(fixed, failed, members) == fixed  # nothing left to fix
+    assert avoid_failed(forest, [], members) is forest

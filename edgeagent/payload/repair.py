@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..wire import NodeId
 from .planner import Forest, Member, Tree, _plan, _upload, check_forest, depth_bound
 
-__all__ = ["move", "reassign_metered", "repair"]
+__all__ = ["avoid_failed", "move", "reassign_metered", "repair"]
 
 
 def repair(forest: Forest, dead: NodeId, *, members: Sequence[Member]) -> Forest:
@@ -88,6 +88,37 @@ def move(
         trees.append(_move_in_tree(tree, forest, child, away_from, skip, relay_ok, interior, limit))
         changed = True
     return replace(forest, trees=tuple(trees)) if changed else forest
+
+
+def avoid_failed(
+    forest: Forest,
+    failed: Iterable[tuple[NodeId, NodeId]],
+    members: Sequence[Member],
+    *,
+    avoid: Iterable[NodeId] = (),
+) -> Forest:
+    """``forest`` with no child under a parent it was seen unable to link to: each such (parent,
+    child) edge is moved (``move``) to another parent, never one of the child's failed ones.
+
+    Pure; at most one move per failed edge and tree, so it ends. A child left with no other parent
+    goes to the source (which every receiver reaches).
+    """
+    bad = set(failed)
+    if not bad:
+        return forest
+    shunned: dict[NodeId, set[NodeId]] = {}
+    for parent, child in bad:
+        shunned.setdefault(child, set()).add(parent)
+    base = set(avoid)
+    for _ in range(len(bad) * max(1, forest.stripes)):
+        edge = next(
+            ((t.stripe, t.parent[c], c) for t in forest.trees for c in t.parent if (t.parent[c], c) in bad), None
+        )
+        if edge is None:
+            break
+        stripe, parent, child = edge
+        forest = move(forest, child, parent, members, stripes=[stripe], avoid=base | shunned[child])
+    return forest
 
 
 def _move_in_tree(

@@ -118,6 +118,8 @@ class SendResult:
     per_node: dict[str, dict[str, Any]]
     source_wire_bytes: int = 0  # every byte the source's links sent meanwhile (framing, control, other traffic)
     assists: int = 0  # idle relays paired with waiting receivers in the last stretch (Assist messages)
+    #: [parent, child] edges seen to fail (the child could not link to the parent): never planned again
+    unlinkable: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -198,6 +200,8 @@ class _Plan:
     t0: float = 0.0
     demoted: set[NodeId] = field(default_factory=set)  # relays made leaves (corrupting, metered)
     moved_at: dict[NodeId, float] = field(default_factory=dict)  # children moved to another parent, when
+    #: (parent, child) edges seen to fail (the child could not link to the parent): never planned again
+    failed_edges: set[tuple[NodeId, NodeId]] = field(default_factory=set)
     heard_at: dict[NodeId, float] = field(default_factory=dict)  # last Progress from each member
     checking: set[NodeId] = field(default_factory=set)  # members being pinged for silence
     assists: dict[tuple[NodeId, int], tuple[NodeId, float]] = field(default_factory=dict)  # running: helper, since

@@ -16,7 +16,7 @@ from ..wire import Assist, NodeId, Progress, TreeAssign
 from .assist import Standing, assists, stripe_sizes
 from .manifest import MAX_CHUNK_SIZE, admission, hash_available, make_manifest, payload_id
 from .planner import Forest, Member, Tree, plan_forest, tree_assign
-from .repair import move, reassign_metered, repair
+from .repair import avoid_failed, move, reassign_metered, repair
 
 if TYPE_CHECKING:
     pass
@@ -289,6 +289,7 @@ class SourceRole(_Roles):
             stripes=plan.forest.stripes,
             repairs=plan.repairs,
             assists=plan.assists_sent,
+            unlinkable=sorted([str(p), str(c)] for p, c in plan.failed_edges),
             relayed_bytes=relayed,
             cellular_uploaded_bytes=cellular,
             per_node=per_node,
@@ -324,6 +325,9 @@ class SourceRole(_Roles):
             await self._apply_replan(plan, forest, new, node, why)
 
     async def _apply_replan(self, plan: _Plan, forest: Forest, new: Forest, node: NodeId, why: str) -> None:
+        if plan.failed_edges:  # whatever the repair chose, no child goes back under a parent it could not reach
+            members = list(plan.members.values())
+            new = avoid_failed(new, plan.failed_edges, members, avoid=plan.dead | plan.demoted)
         plan.forest = new
         plan.repairs += 1
         log.warning("payload %s: re-planned around %s (%s)", plan.session.pid.hex()[:12], node, why)
@@ -485,7 +489,9 @@ class SourceRole(_Roles):
                 stripes = [j for j in stripes if j < len(pj) and pj[j] > (cj[j] if j < len(cj) else 0)]
             if not stripes:
                 return
-            avoid = plan.dead | plan.demoted
+            if not stalled:  # it could not link: never plan this edge again
+                plan.failed_edges.add((parent, child))
+            avoid = plan.dead | plan.demoted | {p for p, c in plan.failed_edges if c == child}
             new = await asyncio.to_thread(
                 move, forest, child, parent, list(plan.members.values()), stripes=stripes, avoid=avoid
             )
