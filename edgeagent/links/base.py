@@ -35,6 +35,7 @@ class FrameTransport(abc.ABC):
     kind: str = "abstract"
     max_message_size: int = 1 << 20
     remote_address: str = ""
+    local_address: str = ""  # "ip:port" of this end's socket, where the transport has one
 
     @abc.abstractmethod
     async def send(self, message: bytes | bytearray) -> None:

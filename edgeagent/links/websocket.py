@@ -49,6 +49,8 @@ class WebSocketTransport(FrameTransport):
     def __init__(self, ws: Any, remote: str) -> None:
         self._ws = ws
         self.remote_address = remote
+        local = getattr(ws, "local_address", None)
+        self.local_address = "{}:{}".format(*local[:2]) if local else ""
         _bound_backlog(ws)
 
     @property

@@ -6,6 +6,15 @@ Bounded (issue 16): the mDNS browser keeps at most ``mdns_peers`` advertised pee
 bounded by ``DIAL_TIMEOUT``. An advert that finds every dial slot taken is refused (counted
 under ``mdns_dials``); its peer waits in a queue of kept peers, authorised ones first, and is
 dialled when a slot frees if it is still advertised and still not linked.
+
+Reachability (AutoNAT's idea, never a node's own claim): when a device's link to its domain comes
+up it asks the domain to dial it back (``DialBack``) at the address the domain sees its link come
+from, on its listening port. The answer says whether that worked and which address the domain saw:
+``public`` (the dial-back reached it), ``nat`` (it did not, and the domain saw another address than
+this end of the link: a router translates), ``lan-only`` (it did not, and no translation: only its
+LAN can reach it). ``status --json`` shows it under ``reachability`` with the evidence. The domain
+dials back only the address a request came from (never one the asker names), at most
+``DIALBACK_PORTS`` ports, once per ``DIALBACK_EVERY`` per peer, and remembers what it found.
 """
 
 from __future__ import annotations
@@ -19,8 +28,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import EdgeAgentError
-from ..host import Host, Service
-from ..wire import NodeId
+from ..host import Host, Inbound, Policy, Registration, Sender, Service, on
+from ..wire import DialBack, DialBackReply, DialResult, ErrorCode, Message, NodeId
 
 if TYPE_CHECKING:
     from ..links.link import Link
@@ -29,6 +38,11 @@ __all__ = ["NetworkService"]
 
 log = logging.getLogger(__name__)
 DIAL_TIMEOUT: Final = 10.0  # seconds one dial to an advertised address may take
+DIALBACK_TIMEOUT: Final = 3.0  # seconds one dial-back may take
+DIALBACK_PORTS: Final = 4  # ports one DialBack may ask for
+DIALBACK_EVERY: Final = 10.0  # seconds between two dial-backs one peer may ask for
+REACH_AGAIN: Final = 60.0  # seconds before a new link to the domain checks reachability again
+_DIALBACK_KEPT: Final = 1024  # peers whose last dial-back (asked, found) is remembered
 
 
 class NetworkService(Service):
@@ -75,6 +89,84 @@ class NetworkService(Service):
         self._dialing: set[NodeId] = set()
         self._waiting: OrderedDict[NodeId, None] = OrderedDict()  # kept peers to dial when a slot frees
         self._closed = False
+        self.reachability: dict[str, Any] = {"state": "unknown", "why": "not checked yet"}
+        self._reach_task: asyncio.Task[None] | None = None
+        self._reach_at = -REACH_AGAIN
+        self._dialed_back: OrderedDict[NodeId, tuple[float, bool, str]] = OrderedDict()  # peer -> (when, ok, seen)
+
+    def handlers(self) -> dict[type[Message], Registration]:
+        return {DialBack: on(Policy(Sender.AUTHORISED), self._on_dial_back)}
+
+    # -- reachability -----------------------------------------------------------------------------
+
+    def on_link_up(self, peer: NodeId, link: Link) -> None:
+        """A (new) link to the domain: check reachability, unless a check runs or ran lately (the
+        domain's own dial-back is such a link)."""
+        if self.host.role == "domain" or not self.host.peers.is_domain(peer):
+            return
+        now = time.monotonic()
+        if (self._reach_task is not None and not self._reach_task.done()) or now - self._reach_at < REACH_AGAIN:
+            return
+        self._reach_at = now
+        self._reach_task = self.host.spawn(self._check_reachability(peer, link), name="reachability")
+
+    async def _check_reachability(self, domain: NodeId, link: Link) -> None:
+        port = self._listen_port()
+        if port is None:
+            self.reachability = {"state": "lan-only", "why": "this node does not listen", "checked_by": str(domain)}
+            return
+        try:
+            reply = await self.host.request(domain, DialBack((port,)), timeout=DIALBACK_TIMEOUT + 5.0)
+        except EdgeAgentError as exc:
+            self.reachability = {"state": "unknown", "why": f"the dial-back check failed: {exc}"}
+            return
+        if not isinstance(reply, DialBackReply):
+            return
+        local = _host_of(link.transport.local_address)
+        ok = any(r.ok for r in reply.results)
+        translated = bool(reply.observed and local and reply.observed != local)
+        state = "public" if ok else "nat" if translated else "lan-only"
+        self.reachability = {
+            "state": state,
+            "observed": reply.observed,
+            "local": local,
+            "checked_by": str(domain),
+            "dial_back": [{"url": r.url, "ok": r.ok, "error": r.error} for r in reply.results],
+        }
+        log.info("reachability: %s (the domain sees %s; this end is %s)", state, reply.observed or "?", local or "?")
+
+    async def _on_dial_back(self, m: Inbound[DialBack]) -> None:
+        now = time.monotonic()
+        last = self._dialed_back.get(m.source)
+        if last is not None and now - last[0] < DIALBACK_EVERY:
+            err = self.host.limiter.refuse("dial_back", m.source, f"one dial-back per {DIALBACK_EVERY:.0f} s", now)
+            await m.refuse(ErrorCode(err.code), err.reason)
+            return
+        if len(m.body.ports) > DIALBACK_PORTS or not all(0 < p < 65536 for p in m.body.ports):
+            await m.refuse(ErrorCode.BAD_REQUEST, f"at most {DIALBACK_PORTS} ports, each 1..65535")
+            return
+        seen = _host_of(m.link.transport.remote_address)
+        results: list[DialResult] = []
+        for port in m.body.ports if seen else ():
+            url = f"ws://[{seen}]:{port}" if ":" in seen else f"ws://{seen}:{port}"
+            try:
+                async with asyncio.timeout(DIALBACK_TIMEOUT):
+                    back = await self._dial(url, expected_peer=m.source)
+            except (EdgeAgentError, TimeoutError) as exc:
+                results.append(DialResult(url, False, str(exc) or "timed out"))
+                continue
+            results.append(DialResult(url, True))
+            await back.close(1000, "dial-back check done")
+        self._dialed_back[m.source] = (now, any(r.ok for r in results), seen)
+        self._dialed_back.move_to_end(m.source)
+        while len(self._dialed_back) > _DIALBACK_KEPT:
+            self._dialed_back.popitem(last=False)
+        await m.reply(DialBackReply(seen, tuple(results)))
+
+    def dialable(self, peer: NodeId) -> bool | None:
+        """What this node's own dial-back found for ``peer`` (None: never checked)."""
+        found = self._dialed_back.get(peer)
+        return None if found is None else found[1]
 
     async def start(self) -> None:
         """Probe once (before listening: peers are told the network in Hello)."""
@@ -143,6 +235,9 @@ class NetworkService(Service):
                 await self._register(domain)
             except EdgeAgentError as exc:
                 log.warning("re-registering with %s failed: %s", domain, exc)
+            if links := self.host.peers.links(domain):  # a new network: reachable again, or not?
+                self._reach_at = -REACH_AGAIN
+                self.on_link_up(domain, links[0])
 
     # -- mDNS -------------------------------------------------------------------------------------
 
@@ -237,6 +332,9 @@ class NetworkService(Service):
 
     def status_fields(self) -> dict[str, Any]:
         return {
+            "reachability": self.reachability
+            if self.host.role != "domain"
+            else {"checked": len(self._dialed_back), "dialable": sum(1 for v in self._dialed_back.values() if v[1])},
             "network": None
             if self.network is None
             else {**self.network.to_json(), "may_relay": self.may_relay[0], "relay_reason": self.may_relay[1]},
@@ -250,3 +348,11 @@ class NetworkService(Service):
         self._waiting.clear()
         if self.mdns is not None:
             await self.mdns.stop()  # goodbye packets
+
+
+def _host_of(address: str) -> str:
+    """The IP of an "ip:port" (or "[ip6]:port") transport address; "" when there is none."""
+    if not address or ":" not in address:
+        return ""
+    host = address.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host

@@ -38,10 +38,18 @@ class PeerRecord(_message.Message):
     def __init__(self, node_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., role: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., network_kind: _Optional[str] = ..., metered: _Optional[bool] = ..., cost_per_gb: _Optional[float] = ..., upload_bps: _Optional[float] = ..., lan_group: _Optional[str] = ..., issued_ms: _Optional[int] = ..., ttl_s: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class PeerList(_message.Message):
-    __slots__ = ("peers",)
+    __slots__ = ("peers", "removed", "page", "pages", "registration")
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[PeerRecord]
-    def __init__(self, peers: _Optional[_Iterable[_Union[PeerRecord, _Mapping]]] = ...) -> None: ...
+    removed: _containers.RepeatedScalarFieldContainer[bytes]
+    page: int
+    pages: int
+    registration: int
+    def __init__(self, peers: _Optional[_Iterable[_Union[PeerRecord, _Mapping]]] = ..., removed: _Optional[_Iterable[bytes]] = ..., page: _Optional[int] = ..., pages: _Optional[int] = ..., registration: _Optional[int] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("destinations", "purpose", "size_hint", "max_routes")

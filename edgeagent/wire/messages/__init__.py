@@ -7,6 +7,7 @@ from .fl import Eligibility, JobAdvert, JoinReply, JoinRequest, RoundResult, Rou
 from .link import Close, Credit, Error, ErrorCode, HandshakeOffer, HandshakePayload, Hello, Ping, Pong, Response
 from .payload import HASH_SIZES, Assist, Chunk, ChunkRequest, Have, IndexRange, Manifest, Progress, TreeAssign
 from .pubsub import Deliver, PubAck, PubEntry, Publish, Subscribe, Unsubscribe
+from .reach import DialBack, DialBackReply, DialResult
 from .signalling import Answer, Candidate, Offer
 from .stream import StreamAck, StreamData, StreamedObject
 from .worker import (
@@ -23,6 +24,9 @@ from .worker import (
 )
 
 __all__ = [
+    "DialBack",
+    "DialBackReply",
+    "DialResult",
     "StreamedObject",
     "Unsubscribe",
     "Subscribe",
