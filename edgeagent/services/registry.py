@@ -1,5 +1,6 @@
 """The peer registry: verified PeerRecords, this node's own record, and (on a domain) the registry
-devices register with, which answers with the peers it may reach and a LAN-group hint.
+devices register with, which answers with the peers it may reach and a LAN-group hint, then pushes
+every change to that list (a peer joined, changed its record, or left) to each device linked to it.
 
 Bounded (issue 16, registry poisoning): every record a peer presents, or a domain lists, is checked
 before it is kept (``check_record``): at most ``record_bytes`` encoded, at most ``list_items``
@@ -7,21 +8,30 @@ addresses and capabilities, and no role but "device" (a node's domain is a fact 
 configuration, ``PeerView.is_domain``; a record never makes its peer a domain). At most
 ``registry_records`` records are kept (see ``RegistryService``), and the peer list a domain sends
 is cut into pages of at most ``PAGE_BYTES`` a frame.
+
+Pushed, not only answered (issue 18): discovery does not depend on the order devices start in. A
+domain keeps a change log (each peer's last change, with a version number that grows) and, per
+device, the version that device has been sent; changes are coalesced for ``PUSH_DELAY`` and sent as
+one batch (pages of at most ``PAGE_BYTES``) computed when it is sent, so a slow device gets the
+latest state, never a queue. A peer leaves when its link to the domain is down and its record has
+expired, or when it withdraws its record (a goodbye: a newer signed record with ``ttl_s`` 0).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ..exceptions import EdgeAgentError, LinkError, SignatureError
+from ..exceptions import EdgeAgentError, EncodeError, LinkError, SignatureError
 from ..host import Host, Inbound, Policy, Registration, Sender, Service, on
 from ..identity import sign_struct, verify_struct
 from ..limits import ResourceLimits
@@ -33,8 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PAGE_BYTES",
+    "PUSH_DELAY",
     "RecordProblem",
     "RegistryService",
+    "change_pages",
     "check_record",
     "check_role",
     "check_size",
@@ -53,6 +65,13 @@ _LAN_GROUP_BYTES: Final = 64  # what the domain's lan_group hint may add to a st
 #: its peer has no link, it is the first to go when the registry is full
 MAX_RECORD_TTL: Final = 600.0
 ROLE_DEVICE: Final = "device"
+#: seconds a domain gathers changes for before it pushes them to a device, as one batch
+PUSH_DELAY: Final = 0.2
+_ID_COST: Final = 48  # a NodeId (38 bytes) in a page, with its framing
+#: how long a registration waits for the frame a replaced push is sending (it goes first, whole)
+_SENDING_WAIT: Final = 5.0
+#: how long a device holds a push that follows a registration until it has taken that registration's answer
+_ANSWER_WAIT: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,33 @@ def pages(records: Iterable[tuple[PeerRecord, int]], fill: int = _PAGE_FILL) -> 
     return out
 
 
+def change_pages(
+    records: Iterable[tuple[PeerRecord, int]], removed: Iterable[NodeId], fill: int = _PAGE_FILL
+) -> list[tuple[tuple[PeerRecord, ...], tuple[NodeId, ...]]]:
+    """Changed records (each with its encoded size) and the NodeIds of peers that left, cut into
+    pages of at most ``fill`` bytes: records first, then removals; no page when nothing changed."""
+    out: list[tuple[tuple[PeerRecord, ...], tuple[NodeId, ...]]] = []
+    recs: list[PeerRecord] = []
+    ids: list[NodeId] = []
+    used = 0
+    items: list[tuple[PeerRecord | NodeId, int]] = [(rec, size + 8) for rec, size in records]
+    items += [(node, _ID_COST) for node in removed]
+    for item, cost in items:
+        if cost > fill:
+            continue
+        if used + cost > fill:
+            out.append((tuple(recs), tuple(ids)))
+            recs, ids, used = [], [], 0
+        if isinstance(item, PeerRecord):
+            recs.append(item)
+        else:
+            ids.append(item)
+        used += cost
+    if recs or ids:
+        out.append((tuple(recs), tuple(ids)))
+    return out
+
+
 def lan_group(remote_address: str) -> str:
     """The LAN group hint for a peer seen at ``host:port``: its /24 (IPv4) or /64 (IPv6) subnet."""
     host = remote_address.rsplit(":", 1)[0].strip("[]")
@@ -148,8 +194,35 @@ class _Kept:
     size: int
 
 
+@dataclass(eq=False)
+class _Feed:
+    """A device a domain pushes its peer list to: the link the device registered on (pushes follow
+    the answer on it, in order), the seq of that registration (stamped on every frame), the change
+    version the device has been sent up to, the listing pages still to send, whether it needs a
+    whole listing again, and the one task that sends to it (one batch in flight at most)."""
+
+    device: NodeId
+    link: Link
+    registration: int
+    synced: int
+    backlog: list[PeerList]
+    full: bool = False
+    task: asyncio.Task[None] | None = None
+    sending: bool = False  # a frame is being sent: the task is not cancelled (that would break the link)
+
+
+@dataclass
+class _Listing:
+    """A full listing a device is taking from its domain: the peers its pages named so far."""
+
+    domain: NodeId
+    registration: int
+    pages: int
+    seen: set[NodeId]
+
+
 class RegistryService(Service):
-    """Peer records: received, verified, kept; registration with the domain.
+    """Peer records: received, verified, kept; registration with the domain; pushes of changes.
 
     Every record is checked by ``check_record`` (refusals answered through ``host.limiter``:
     QUOTA for size and list lengths, BAD_REQUEST for a role claim). At most ``registry_records``
@@ -165,9 +238,16 @@ class RegistryService(Service):
     expired) is never evicted for a newcomer, so a flood of identities fills the registry only up
     to the cap and authorised devices still register past a flood of strangers.
 
-    A domain answers a registration with the first page of the authorised peers it holds (peers in
-    the device's LAN group first) and pushes the rest as further PeerList messages, each frame at
-    most ``PAGE_BYTES``; a device takes those pages from its domain only.
+    A domain answers a registration with the first page of a full listing of the authorised peers
+    it holds (peers in the device's LAN group first) and pushes the rest as further PeerList
+    messages, each frame at most ``PAGE_BYTES``. From then on it pushes every change to the device
+    (joins and record changes in ``peers``, leaves in ``removed``): changes are gathered for
+    ``push_delay`` seconds and sent as one batch computed at that moment (the latest state), one
+    batch at a time per device; the change log is bounded (a device that falls behind what it keeps
+    gets a whole listing again). A domain removes a peer whose link is down once its record has
+    expired, or at once when it withdraws its record (``goodbye``). A device takes PeerLists from
+    its domain only, applies them in the order they came, and once the last page of a full listing
+    is in, forgets the peers that listing left out.
     """
 
     name = "registry"
@@ -182,13 +262,27 @@ class RegistryService(Service):
         self._kept: dict[NodeId, _Kept] = {}
         self._strangers: dict[NodeId, None] = {}  # records of peers not authorised, oldest first
         self._scan_after = 0.0  # no record is evictable before this (a full scan found none)
-        self._paging: dict[NodeId, asyncio.Task[None]] = {}  # pages still being pushed, per device
         self.registered = asyncio.Event()  # set once a domain has answered our registration
         self.seq = 0
+        self.record_ttl = 120  # the ttl_s of this node's own record
+        self.push_delay = PUSH_DELAY
+        # the domain's change log: each authorised peer's last change (joined, changed, left), oldest first
+        self._version = 0
+        self._log: OrderedDict[NodeId, int] = OrderedDict()
+        self._horizon = 0  # changes up to this version may have left the log: a device behind it gets a listing
+        self._feeds: dict[NodeId, _Feed] = {}  # the devices pushed to
+        self._idle: dict[NodeId, _Feed] = {}  # those whose task is not running (a change starts it)
+        self._expiry: dict[NodeId, asyncio.TimerHandle] = {}  # records of peers without a link, by expiry
+        self.push_batches = 0  # batches of changes this domain sent
+        self.push_frames = 0  # frames it pushed (listing pages after the answer, and changes)
+        # a device: registrations awaiting their answer, the listing being taken, the pushes taken
+        self._registering: dict[int, asyncio.Event] = {}
+        self._listing: _Listing | None = None
+        self.pushes_received = 0
 
     def handlers(self) -> Mapping[type[Message], Registration]:
         # anyone may present its own record (an unauthorised peer gets an empty peer list);
-        # further pages of the peer list come from this node's domain only
+        # further pages of the peer list, and its changes, come from this node's domain only
         return {
             PeerRecord: on(Policy(Sender.ANYONE), self._on_peer_record),
             PeerList: on(Policy(Sender.DOMAIN), self._on_peer_page),
@@ -197,6 +291,10 @@ class RegistryService(Service):
     @property
     def limits(self) -> ResourceLimits:
         return self.host.limiter.limits
+
+    @property
+    def _domain(self) -> bool:
+        return self.host.role == "domain"
 
     def next_seq(self) -> int:
         """A record sequence number that grows with every call (ms clock, never repeats)."""
@@ -233,9 +331,14 @@ class RegistryService(Service):
         return None
 
     def _forget(self, node: NodeId) -> None:
-        self.records.pop(node, None)
+        had = self.records.pop(node, None) is not None
         self._kept.pop(node, None)
         self._strangers.pop(node, None)
+        timer = self._expiry.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+        if had and self._domain and self.host.peers.authorised(node):
+            self._changed(node)  # it left: pushed to the devices as a removal
 
     def _keep(self, rec: PeerRecord, size: int, now: float) -> RecordProblem | None:
         """Keep ``rec`` (checked and verified) unless the registry is full; None when kept or stale."""
@@ -260,6 +363,10 @@ class RegistryService(Service):
             self._strangers.pop(node, None)
         else:
             self._strangers[node] = None
+        if self._domain:
+            if authorised:
+                self._changed(node)  # it joined or changed its record: pushed to the devices
+            self._watch(node)
         return None
 
     def _admit(self, rec: PeerRecord, now: float) -> RecordProblem | None:
@@ -275,12 +382,155 @@ class RegistryService(Service):
             return None  # not this node's own record
         return self._keep(rec, size, now)
 
+    # -- leaving: a domain forgets a peer whose link is down once its record has expired --------
+
+    def _watch(self, node: NodeId) -> None:
+        """On a domain: forget ``node``'s record now if it has no link and has expired, else check
+        again when it expires (a link coming up stops the watch)."""
+        timer = self._expiry.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+        kept = self._kept.get(node)
+        if kept is None or self.host.peers.links(node):
+            return
+        left = kept.expires - self._clock()
+        if left > 0:
+            self._expiry[node] = asyncio.get_running_loop().call_later(left, self._watch, node)
+            return
+        log.info("peer %s left: no link and its record expired", node.short())
+        self._forget(node)
+
+    def on_link_up(self, peer: NodeId, link: Link) -> None:
+        timer = self._expiry.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
+
     def on_link_down(self, peer: NodeId) -> None:
         if peer in self._kept:
             self._scan_after = 0.0  # its record may be evictable now
-        task = self._paging.pop(peer, None)
-        if task is not None:
-            task.cancel()
+        self._drop(peer)
+        if self._domain:
+            self._watch(peer)
+
+    def on_link_replaced(self, peer: NodeId) -> None:
+        feed = self._feeds.get(peer)
+        if feed is None or not feed.link.closed:
+            return
+        self._drop(peer)  # pushes went on the link that closed: a whole listing goes on another
+        for link in self.host.peers.links(peer):
+            if not link.closed:
+                self._start(_Feed(peer, link, feed.registration, self._version, [], full=True))
+                return
+
+    # -- the change log and the pushes (a domain) ----------------------------------------------
+
+    def _changed(self, node: NodeId) -> None:
+        """``node``'s record changed (it joined, changed or left): log it and wake the idle feeds."""
+        self._version += 1
+        self._log[node] = self._version
+        self._log.move_to_end(node)
+        if len(self._log) > len(self.records) + self.limits.registry_records:
+            self._trim()
+        idle = list(self._idle.values())
+        self._idle.clear()
+        for feed in idle:
+            self._run(feed)
+
+    def _trim(self) -> None:
+        """Keep the log bounded: the oldest changes go (down to half the slack); a device not yet
+        sent one of those that went gets a whole listing instead of changes."""
+        floor = min((f.synced for f in self._feeds.values()), default=self._version)
+        target = len(self.records) + self.limits.registry_records // 2
+        while len(self._log) > target:
+            _node, version = self._log.popitem(last=False)
+            if version > floor:
+                self._horizon = max(self._horizon, version)
+
+    def _start(self, feed: _Feed) -> None:
+        self._feeds[feed.device] = feed
+        if feed.backlog or feed.full or feed.synced < self._version:
+            self._run(feed)
+        else:
+            self._idle[feed.device] = feed
+
+    def _run(self, feed: _Feed) -> None:
+        if feed.task is None:
+            self._idle.pop(feed.device, None)
+            feed.task = self.host.spawn(self._push(feed), name=f"peer list to {feed.device.short()}")
+
+    def _drop(self, device: NodeId, feed: _Feed | None = None) -> _Feed | None:
+        """Stop pushing to ``device`` (only if its feed is ``feed``, when given); the feed dropped."""
+        current = self._feeds.get(device)
+        if current is None or (feed is not None and current is not feed):
+            return None
+        del self._feeds[device]
+        self._idle.pop(device, None)
+        task = current.task
+        if task is not None and not current.sending and task is not asyncio.current_task():
+            task.cancel()  # it waits to gather changes; a frame being sent is let finish
+        return current
+
+    async def _push(self, feed: _Feed) -> None:
+        """Send the listing's further pages at once, then the changes, gathered for ``push_delay``
+        and computed when sent; until the device has been sent every change (or the feed is dropped)."""
+        me, device = self.host.node_id, feed.device
+        try:
+            while self._feeds.get(device) is feed:
+                if feed.backlog:
+                    frames, feed.backlog = feed.backlog, []
+                else:
+                    if feed.synced >= self._version and not feed.full:
+                        break  # caught up: a change starts the task again
+                    await asyncio.sleep(self.push_delay)
+                    if self._feeds.get(device) is not feed:
+                        break
+                    frames = self._batch(feed)
+                for body in frames:
+                    if self._feeds.get(device) is not feed:
+                        break  # dropped, or replaced by a new registration (whose listing replaces this)
+                    feed.sending = True
+                    try:
+                        await feed.link.send(Envelope(body, me, destination=device))
+                    finally:
+                        feed.sending = False
+                    self.push_frames += 1
+        except (LinkError, EncodeError) as exc:
+            log.debug("pushing the peer list to %s stopped: %s", device.short(), exc)
+            self._drop(device, feed)
+        finally:
+            feed.task = None
+            if self._feeds.get(device) is feed:
+                self._idle[device] = feed
+
+    def _batch(self, feed: _Feed) -> list[PeerList]:
+        """What ``feed``'s device has not been sent yet, as of now: the changes since its version
+        (records that joined or changed, NodeIds that left), or a whole listing when it fell behind
+        the log; the device is then at the current version."""
+        target, reg = self._version, feed.registration
+        if feed.full or feed.synced < self._horizon:
+            feed.full = False
+            feed.synced = target
+            self.push_batches += 1
+            listed = self._pages_for(feed.device)
+            n = len(listed)
+            return [PeerList(page, page=i, pages=n, registration=reg) for i, page in enumerate(listed, 1)]
+        peers = self.host.peers
+        changed: list[tuple[PeerRecord, int]] = []
+        removed: list[NodeId] = []
+        for node, version in reversed(self._log.items()):
+            if version <= feed.synced:
+                break
+            if node == feed.device:
+                continue
+            rec = self.records.get(node)
+            if rec is not None and peers.authorised(node):
+                changed.append((rec, self._kept[node].size))
+            else:
+                removed.append(node)
+        feed.synced = target
+        if changed or removed:
+            self.push_batches += 1
+        return [PeerList(recs, removed=ids, registration=reg) for recs, ids in change_pages(changed, removed)]
 
     # -- the registry (any node; the domain answers with its peer list) -----------------------
 
@@ -298,9 +548,13 @@ class RegistryService(Service):
                 await m.refuse(ErrorCode.UNAUTHORIZED, "a peer may only register itself")
                 return
             problem = check_role(rec)
+        if problem is None and rec.ttl_s == 0:  # a goodbye: the peer withdraws its record
+            self._withdraw(rec)
+            if m.env.reply_to is None:
+                await m.reply(Response(None))
+            return
         if problem is None:
-            domain = self.host.role == "domain"
-            if domain and m.link.peer == rec.node_id:
+            if self._domain and m.link.peer == rec.node_id:
                 rec = dataclasses.replace(rec, lan_group=lan_group(m.link.transport.remote_address))
             problem = self._keep(rec, size, now)
         if problem is not None:
@@ -308,48 +562,82 @@ class RegistryService(Service):
             if m.env.reply_to is None:
                 await m.reply(error)
             return
-        if self.host.role == "domain":  # the registry: answer with the other peers it may reach
-            listed: list[tuple[PeerRecord, ...]] = self._pages_for(rec) if m.link.authorised else [()]
-            await m.reply(PeerList(listed[0]))
-            self._push(m.source, m.link, listed[1:])
+        if self._domain:  # the registry: answer with the other peers it may reach, then push changes
+            if m.link.authorised:
+                await self._answer(m, rec)
+            else:
+                await m.reply(PeerList(()))
         elif m.env.reply_to is None:
             await m.reply(Response(None))
 
-    def _pages_for(self, rec: PeerRecord) -> list[tuple[PeerRecord, ...]]:
-        """The peer list for the device ``rec`` describes: the authorised peers the registry holds
-        (but the device), its LAN group first, cut into pages."""
+    def _withdraw(self, rec: PeerRecord) -> None:
+        old = self.records.get(rec.node_id)
+        if old is not None and rec.seq > old.seq:  # a replayed goodbye does not undo a newer record
+            log.info("peer %s said goodbye", rec.node_id.short())
+            self._forget(rec.node_id)
+        self._drop(rec.node_id)
+
+    async def _answer(self, m: Inbound[PeerRecord], rec: PeerRecord) -> None:
+        """Answer a registration with the first page of a full listing, then push to the device on
+        that link: the listing's other pages, then every change after it."""
+        device = rec.node_id
+        listed = self._pages_for(device, rec.lan_group)
+        version, n = self._version, len(listed)
+        old = self._drop(device)
+        if old is not None and old.task is not None and old.sending:
+            await asyncio.wait({old.task}, timeout=_SENDING_WAIT)  # its frame goes before the answer, whole
+        await m.reply(PeerList(listed[0], page=1, pages=n, registration=rec.seq))
+        if m.link.closed or self._feeds.get(device) is not None:
+            return  # gone already, or registered again meanwhile
+        rest = [PeerList(page, page=i, pages=n, registration=rec.seq) for i, page in enumerate(listed[1:], 2)]
+        self._start(_Feed(device, m.link, rec.seq, version, rest))
+
+    def _pages_for(self, device: NodeId, group: str = "") -> list[tuple[PeerRecord, ...]]:
+        """The peer list for ``device``: the authorised peers the registry holds (but the device),
+        its LAN group first, cut into pages."""
         peers = self.host.peers
-        group = self.records[rec.node_id].lan_group if rec.node_id in self.records else rec.lan_group
+        if device in self.records:
+            group = self.records[device].lan_group
         listed = sorted(
-            (r for n, r in self.records.items() if n != rec.node_id and peers.authorised(n)),
+            (r for n, r in self.records.items() if n != device and peers.authorised(n)),
             key=lambda r: (not group or r.lan_group != group, r.node_id),
         )
         return pages((r, self._kept[r.node_id].size if r.node_id in self._kept else 0) for r in listed)
 
-    def _push(self, peer: NodeId, link: Link, rest: list[tuple[PeerRecord, ...]]) -> None:
-        """Send the pages after the first to ``peer`` (replacing pages still being pushed to it)."""
-        old = self._paging.pop(peer, None)
-        if old is not None:
-            old.cancel()
-        if not rest:
-            return
-
-        async def push() -> None:
-            try:
-                for page in rest:
-                    await link.send(Envelope(PeerList(page), self.host.node_id, destination=peer))
-            except LinkError:
-                pass
-            finally:
-                if self._paging.get(peer) is task:
-                    del self._paging[peer]
-
-        task = self.host.spawn(push(), name=f"peer list pages to {peer.short()}")
-        self._paging[peer] = task
+    # -- a device: the domain's listing and its pushes -----------------------------------------
 
     async def _on_peer_page(self, m: Inbound[PeerList]) -> None:
-        """A further page of the domain's peer list."""
-        self._take(m.body.peers, m.source)
+        """A further page of the domain's listing, or a push of changes: applied in link order."""
+        self.pushes_received += 1
+        answered = self._registering.get(m.body.registration) if m.body.registration else None
+        if answered is not None:
+            # it follows the answer to a registration still being taken: that answer goes first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_ANSWER_WAIT):
+                    await answered.wait()
+        self._apply(m.body, m.source)
+
+    def _apply(self, body: PeerList, domain: NodeId) -> list[PeerRecord]:
+        """Take a PeerList from ``domain``: keep its records, forget those it removed, and at the end
+        of a full listing forget the peers it left out. Returns the records kept (or already known)."""
+        listing = self._listing
+        if body.pages and body.page == 1:
+            listing = self._listing = _Listing(domain, body.registration, body.pages, set())
+        elif not body.pages or listing is None or (listing.domain, listing.registration) != (domain, body.registration):
+            listing = None  # changes, or a page of a listing whose start this node did not see
+        good = self._take(body.peers, domain)
+        for node in body.removed:
+            if node in self.records:
+                self._forget(node)
+        if listing is not None:
+            listing.seen.update(rec.node_id for rec in body.peers)
+            if len(listing.seen) > 2 * self.limits.registry_records:
+                self._listing = None  # no listing is that long: nothing is forgotten for it
+            elif body.page >= listing.pages:
+                self._listing = None
+                for node in [n for n in self.records if n not in listing.seen]:
+                    self._forget(node)
+        return good
 
     def _take(self, listed: Iterable[PeerRecord], domain: NodeId) -> list[PeerRecord]:
         """Keep the records a domain listed that pass the checks; those kept (or already known)."""
@@ -368,8 +656,8 @@ class RegistryService(Service):
 
     # -- this node's record and registration ---------------------------------------------------
 
-    def own_record(self) -> PeerRecord:
-        """This node's signed PeerRecord; ``seq`` grows with every call."""
+    def own_record(self, ttl_s: int | None = None) -> PeerRecord:
+        """This node's signed PeerRecord (``ttl_s`` 0: a goodbye); ``seq`` grows with every call."""
         seq = self.next_seq()
         opts = self.host.link_options
         rec = PeerRecord(
@@ -382,6 +670,7 @@ class RegistryService(Service):
             metered=opts.metered,
             cost_per_gb=opts.cost_per_gb,
             issued_ms=int(time.time() * 1000),
+            ttl_s=self.record_ttl if ttl_s is None else ttl_s,
             # the payload planner sizes fan-out by it; 0 = unknown (the planner assumes 50 Mbit/s)
             upload_bps=self._upload_bps(),
         )
@@ -389,13 +678,28 @@ class RegistryService(Service):
 
     async def register(self, domain: NodeId, timeout: float = 10.0) -> list[PeerRecord]:
         """Register with the domain's registry; returns (and keeps) the verified peer records its
-        first page lists (further pages arrive as PeerList messages and are kept as they come)."""
-        reply = await self.host.request(domain, self.own_record(), timeout=timeout)
-        if not isinstance(reply, PeerList):
-            raise EdgeAgentError(f"the domain answered registration with {type(reply).__name__}")
-        good = self._take(reply.peers, domain)
+        first page lists (further pages, and changes, arrive as PeerList messages, taken in order)."""
+        rec = self.own_record()
+        answered = self._registering[rec.seq] = asyncio.Event()
+        try:
+            reply = await self.host.request(domain, rec, timeout=timeout)
+            if not isinstance(reply, PeerList):
+                raise EdgeAgentError(f"the domain answered registration with {type(reply).__name__}")
+            good = self._apply(reply, domain)
+        finally:
+            answered.set()
+            del self._registering[rec.seq]
         self.registered.set()
         return good
+
+    async def goodbye(self, timeout: float = 2.0) -> None:
+        """Withdraw this node's record from its domains (a newer signed record with ``ttl_s`` 0), so
+        the others hear at once that it left; meant for a node stopping, before its links close."""
+        rec = self.own_record(ttl_s=0)
+        for domain in self.host.peers.domain_ids:
+            if self.host.peers.links(domain):
+                with contextlib.suppress(EdgeAgentError):
+                    await self.host.request(domain, rec, timeout=timeout)
 
     def peers_json(self) -> list[dict[str, Any]]:
         """The ``peers`` document."""
@@ -412,7 +716,17 @@ class RegistryService(Service):
             for rec in self.records.values()
         ]
 
+    def status_fields(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"records": len(self.records), "pushes_received": self.pushes_received}
+        if self._domain:
+            doc |= {"devices_fed": len(self._feeds), "pushes": self.push_batches, "push_frames": self.push_frames}
+        return {"registry": doc}
+
     async def aclose(self) -> None:
-        for task in list(self._paging.values()):
-            task.cancel()
-        self._paging.clear()
+        for device in list(self._feeds):
+            feed = self._drop(device)
+            if feed is not None and feed.task is not None:
+                feed.task.cancel()
+        for timer in self._expiry.values():
+            timer.cancel()
+        self._expiry.clear()

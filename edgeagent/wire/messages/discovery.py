@@ -35,16 +35,37 @@ class PeerRecord(Message):
     upload_bps: float = fld(9, F64, "measured upload in bytes per second (0 = unknown)", default=0.0)
     lan_group: str = fld(10, STR, "LAN group hint (e.g. subnet), set by the domain", default="")
     issued_ms: int = fld(11, U64, "when the record was made, ms since the Unix epoch", default=0)
-    ttl_s: int = fld(12, U32, "seconds after issue when the record expires", default=120)
+    ttl_s: int = fld(
+        12, U32, "seconds after issue when the record expires; 0 withdraws the node's record (a goodbye)", default=120
+    )
     signature: bytes = fld(13, BYTES, "Ed25519 signature by node_id", default=b"")
 
 
 @message(49)
 @dataclass(frozen=True, slots=True)
 class PeerList(Message):
-    """The domain's answer to a registration: the peers the device may reach."""
+    """The domain's peer list for a device: a full listing, or a push of what changed.
 
-    peers: tuple[PeerRecord, ...] = fld(1, Rep(StructKind(PeerRecord)), "signed peer records")
+    A full listing (``pages`` > 0) lists every peer the device may reach, cut into pages of at
+    most 256 KiB a frame: its first page answers a registration (or starts a resync) and the
+    others follow, in order, on the same link; once its last page is in, the device forgets the
+    peers its domain listed before that this listing left out. A push of changes (``pages`` 0)
+    carries the peers that joined or changed since the domain's last frame to the device (in
+    ``peers``) and those that left (in ``removed``). A domain pushes at most one batch at a time
+    per device; a device takes PeerLists from its configured domain only.
+    """
+
+    peers: tuple[PeerRecord, ...] = fld(
+        1, Rep(StructKind(PeerRecord)), "signed peer records: every peer listed, or those that joined or changed"
+    )
+    removed: tuple[NodeId, ...] = fld(
+        2, Rep(NODEID), "peers that left (their link went down and record expired, or a goodbye): forget them"
+    )
+    page: int = fld(3, U32, "this page's number in a full listing, from 1 (0: a push of changes)", default=0)
+    pages: int = fld(4, U32, "how many pages the full listing has (0: a push of changes)", default=0)
+    registration: int = fld(
+        5, U64, "the seq of the device's record whose registration this frame follows (0: none)", default=0
+    )
 
 
 @message(50)
