@@ -623,3 +623,43 @@ def test_wheel_ships_configs_and_license(tmp_path: Path) -> None:
         assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
         assert "edgeagent/sdnotify.py" in names
         assert "edgeagent/py.typed" in names
+
+
+def test_the_agent_itself_reports_ready_pings_the_watchdog_and_says_stopping(
+    notify_socket: tuple[socket.socket, str], tmp_path: Path
+) -> None:
+    """``edgeagent run`` as systemd's Type=notify units start it: READY=1 once it listens, WATCHDOG=1
+    from its event loop at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM, exit 0."""
+    import signal
+
+    sock, addr = notify_socket
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env.update(NOTIFY_SOCKET=addr, WATCHDOG_USEC="400000", PYTHONPATH=str(ROOT))
+    argv = [sys.executable, "-m", "edgeagent.cli", "run", "--state", str(tmp_path / "s"),
+            "--listen", "ws://127.0.0.1:0", "--mdns", "off"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sock.settimeout(30.0)  # a cold start on a busy machine
+    try:
+        try:
+            ready = sock.recv(4096)
+        except TimeoutError:
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            raise AssertionError(f"no READY=1 from the agent: {err.decode(errors='replace')[-2000:]}") from None
+        assert ready.startswith(b"READY=1\nSTATUS=device "), ready
+        assert b"listening on ws://127.0.0.1:" in ready
+        pings = [sock.recv(4096) for _ in range(3)]  # every 0.2 s
+        assert set(pings) == {b"WATCHDOG=1"}
+        proc.send_signal(signal.SIGTERM)
+        for _ in range(50):  # pings may still come first
+            if (msg := sock.recv(4096)).startswith(b"STOPPING=1"):
+                break
+        assert msg.startswith(b"STOPPING=1"), msg
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
