@@ -247,7 +247,7 @@ class Node:
         if not self._started:  # never started (or refused the state directory): it owns nothing there
             self._stopped.set()
             return
-        await self.network.aclose()  # mDNS goodbye packets first
+        await asyncio.gather(self.network.aclose(), self.registry.goodbye())  # mDNS and registry goodbyes first
         # stop redialling first (a keeper closes its link when cancelled), then close every
         # other link before cancelling the tasks that serve them
         self._stopping = True

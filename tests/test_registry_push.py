@@ -364,3 +364,20 @@ async def test_a_push_that_follows_a_registration_waits_for_its_answer(tmp_path:
     assert [r.node_id for r in await registering] == [x.node_id]
     await push
     assert x.node_id not in dev.records  # the removal came after the listing that named x
+
+
+async def test_a_device_that_stops_says_goodbye_and_leaves_every_list_at_once(tmp_path: Path) -> None:
+    """``Node.stop`` withdraws the record (records live 120 s by default): the others hear within 2 s."""
+    domain = _domain(tmp_path, listen=["ws://127.0.0.1:0"])
+    await domain.start()
+    devices: list[Node] = []
+    try:
+        devices = await _start_one_by_one(tmp_path, domain, "abc")
+        await _agree(domain, devices)
+        gone = devices.pop()
+        await gone.stop()
+        await until(lambda: all(str(gone.node_id) not in _listed(d) for d in devices), AGREE_WITHIN,
+                    what="the stopped device to leave every list")  # fmt: skip
+        assert not _holds(domain, gone)
+    finally:
+        await _stop([domain, *devices])
