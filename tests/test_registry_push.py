@@ -381,3 +381,20 @@ async def test_a_device_that_stops_says_goodbye_and_leaves_every_list_at_once(tm
         assert not _holds(domain, gone)
     finally:
         await _stop([domain, *devices])
+
+
+def test_a_wildcard_listener_is_advertised_at_this_machines_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device listening on ws://0.0.0.0:7400 put that in its record, and a peer dialling it reached itself."""
+    from edgeagent.services import registry
+
+    monkeypatch.setattr(registry, "_interface_addresses", lambda *, v6: ["192.168.1.10", "10.0.0.5"])
+    urls = ["ws://0.0.0.0:7400", "ws://127.0.0.1:7401", "wss://example.org:443/x"]
+    assert registry.advertised(urls) == (
+        "ws://192.168.1.10:7400",
+        "ws://10.0.0.5:7400",
+        "ws://127.0.0.1:7401",
+        "wss://example.org:443/x",
+    )
+    assert "0.0.0.0" not in " ".join(registry.advertised(["ws://0.0.0.0:7400"]))
+    monkeypatch.setattr(registry, "_interface_addresses", lambda *, v6: [])
+    assert registry.advertised(["ws://0.0.0.0:7400"]) == ()  # no address to give: none, rather than a wrong one

@@ -339,8 +339,9 @@ class ReceiverRole(_Roles):
             await link.send(Envelope(_request(s, want), me, destination=a.helper))
         except EdgeAgentError as exc:
             log.info("payload %s: helper %s unreachable: %s", s.pid.hex()[:12], a.helper, exc)
+            # the parent was told they were coming: ask it for them at the next tick (_ask_again)
             for i in want:
-                s.requested.pop(i, None)
+                s.requested[i] = (now - ASSIST_FOR, a.helper)
 
     async def _tell_parent(self, s: _Session, stripe: int, promised: list[int]) -> None:
         """Send the stripe's parent this node's Have plus ``promised`` (chunks a helper brings): it skips them."""

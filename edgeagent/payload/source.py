@@ -426,6 +426,8 @@ class SourceRole(_Roles):
             min_chunks=ASSIST_MIN_CHUNKS,
         )
         for n, j, helper, count in pairs:
+            if (helper, n) in plan.failed_edges:
+                continue  # it could not link to that one before
             plan.assists[(n, j)] = (helper, now)
             plan.assists_sent += 1
             msg = Assist(s.pid, n, helper, plan.addresses.get(helper, ()), j, count)
@@ -475,6 +477,8 @@ class SourceRole(_Roles):
             await self._move(plan, reporter, node, stalled=stalled)
 
     async def _move(self, plan: _Plan, child: NodeId, parent: NodeId, *, stalled: bool) -> None:
+        if not stalled:  # it could not link: never plan this edge again (also when the move waits below)
+            plan.failed_edges.add((parent, child))
         async with plan.lock:
             now = time.monotonic()
             if child in plan.dead or parent in plan.dead or now - plan.moved_at.get(child, -MOVE_EVERY) < MOVE_EVERY:
@@ -489,8 +493,6 @@ class SourceRole(_Roles):
                 stripes = [j for j in stripes if j < len(pj) and pj[j] > (cj[j] if j < len(cj) else 0)]
             if not stripes:
                 return
-            if not stalled:  # it could not link: never plan this edge again
-                plan.failed_edges.add((parent, child))
             avoid = plan.dead | plan.demoted | {p for p, c in plan.failed_edges if c == child}
             new = await asyncio.to_thread(
                 move, forest, child, parent, list(plan.members.values()), stripes=stripes, avoid=avoid

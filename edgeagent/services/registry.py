@@ -664,7 +664,7 @@ class RegistryService(Service):
             self.host.node_id,
             seq,
             role=self.host.role,
-            addresses=tuple(self.host.listen_urls),
+            addresses=advertised(self.host.listen_urls),
             capabilities=opts.capabilities,
             network_kind=opts.network_kind,
             metered=opts.metered,
@@ -730,3 +730,38 @@ class RegistryService(Service):
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
+
+
+def advertised(urls: list[str]) -> tuple[str, ...]:
+    """The URLs to put in this node's record: a listener on a wildcard address (``0.0.0.0``, ``::``)
+    becomes one URL per address of this machine's interfaces (loopback left out), since a peer
+    dialling "0.0.0.0" reaches itself."""
+    from urllib.parse import urlsplit
+
+    out: list[str] = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.hostname not in ("0.0.0.0", "::"):
+            out.append(url)
+            continue
+        port = f":{parts.port}" if parts.port else ""
+        for ip in _interface_addresses(v6=parts.hostname == "::"):
+            host = f"[{ip}]" if ":" in ip else ip
+            out.append(f"{parts.scheme}://{host}{port}{parts.path}")
+    return tuple(dict.fromkeys(out))
+
+
+def _interface_addresses(*, v6: bool) -> list[str]:
+    """This machine's interface addresses (IPv4; IPv6 too with ``v6``), loopback and link-local left out."""
+    try:
+        import ifaddr  # a zeroconf dependency, light
+    except ImportError:
+        return []
+    out: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if ip.is_IPv4 and isinstance(ip.ip, str) and not ip.ip.startswith("127."):
+                out.append(ip.ip)
+            elif v6 and isinstance(ip.ip, tuple) and ip.ip[0] != "::1" and not ip.ip[0].startswith("fe80"):
+                out.append(ip.ip[0])
+    return out
