@@ -169,6 +169,14 @@ class PeerView(Protocol):
         """Every peer with at least one link, and its links."""
         ...
 
+    def dialable(self, node: NodeId) -> bool | None:
+        """Whether this node's own dial-back reached ``node`` (None: never checked)."""
+        ...
+
+    def found_dialable(self, node: NodeId, ok: bool) -> None:
+        """Record what a dial-back of this node's found (the network service does)."""
+        ...
+
 
 class RouteView(Protocol):
     """Route picks and failures; route changes awaited, not polled."""

@@ -4,7 +4,7 @@ the byte counts of links since closed (egress accounting)."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from .links.link import Link
 
 __all__ = ["PeerTable"]
+
+_DIALABLE_KEPT = 4096  # peers whose dial-back result is kept
 
 
 class PeerTable:
@@ -33,6 +35,7 @@ class PeerTable:
         self.by_peer: dict[NodeId, list[Link]] = {}
         self.closed_bytes_sent = 0
         self.closed_sent_by_type: Counter[str] = Counter()
+        self._dialable: OrderedDict[NodeId, bool] = OrderedDict()  # what this node's dial-backs found
 
     # -- PeerView ------------------------------------------------------------------------------
 
@@ -48,6 +51,15 @@ class PeerTable:
 
     def record(self, node: NodeId) -> PeerRecord | None:
         return self.records_by_id.get(node)
+
+    def dialable(self, node: NodeId) -> bool | None:
+        return self._dialable.get(node)
+
+    def found_dialable(self, node: NodeId, ok: bool) -> None:
+        self._dialable[node] = ok
+        self._dialable.move_to_end(node)
+        while len(self._dialable) > _DIALABLE_KEPT:
+            self._dialable.popitem(last=False)
 
     def records(self) -> Mapping[NodeId, PeerRecord]:
         return self.records_by_id

@@ -79,3 +79,27 @@ async def test_a_device_cannot_pass_off_another_nodes_port_as_its_own(tmp_path: 
                 await device.request(domain.identity.node_id, DialBack((other.listeners[0].port,)), timeout=10)
     finally:
         await other.stop()
+
+
+def test_the_payload_source_makes_a_leaf_of_a_node_nobody_can_dial_and_alone_on_its_lan(tmp_path: Path) -> None:
+    from edgeagent.payload.service import PayloadService
+    from edgeagent.wire import PeerRecord
+    from tests.conftest import FakeHost
+
+    host = FakeHost(tmp_path / "src", role="domain")
+    svc = PayloadService(host, tmp_path / "payloads")
+    natted, public, neighbour, lone = (Identity.generate().node_id for _ in range(4))
+    records = {
+        natted: PeerRecord(natted, 1, lan_group="203.0.113.0/24"),
+        neighbour: PeerRecord(neighbour, 1, lan_group="203.0.113.0/24"),  # the same home as natted
+        public: PeerRecord(public, 1, lan_group="198.51.100.0/24"),
+        lone: PeerRecord(lone, 1, lan_group="192.0.2.0/24"),
+    }
+    host.peers.records_by_id = records
+    host.peers.found_dialable(public, True)
+    host.peers.found_dialable(natted, False)
+    host.peers.found_dialable(lone, False)
+    assert svc._member(public).relay_ok  # dialable: anyone links to it
+    assert svc._member(natted).relay_ok  # not dialable, but its home has another receiver it can feed
+    assert not svc._member(lone).relay_ok  # nobody can link to it: a leaf, fed by a relay or the source
+    assert svc._member(neighbour).relay_ok  # never checked: as before

@@ -161,10 +161,18 @@ class SourceRole(_Roles):
         links = self.host.peers.links(peer)
         kind = rec.network_kind if rec else (links[0].peer_hello.network_kind if links else "unknown")
         metered = rec.metered if rec else (links[0].peer_hello.metered if links else False)
-        # every unmetered, non-cellular receiver forwards payload chunks (DESIGN s.6: metered nodes are leaves)
-        relay_ok = not metered and kind != "cellular"
+        # every unmetered, non-cellular receiver forwards payload chunks (DESIGN s.6: metered nodes are leaves),
+        # unless this node's dial-back found that nobody can dial it and no other receiver shares its LAN
+        # (behind a home router, alone there: no child could link to it)
+        relay_ok = not metered and kind != "cellular" and self._linkable(peer, rec)
         upload = rec.upload_bps if rec else 0.0
         return Member(peer, upload_bps=upload, relay_ok=relay_ok, lan_group=rec.lan_group if rec else "")
+
+    def _linkable(self, peer: NodeId, rec: Any) -> bool:
+        if self.host.peers.dialable(peer) is not False:
+            return True
+        group = rec.lan_group if rec is not None else ""
+        return bool(group) and any(r.lan_group == group and n != peer for n, r in self.host.peers.records().items())
 
     def _addresses(self, peer: NodeId) -> tuple[str, ...]:
         rec = self.host.peers.record(peer)

@@ -158,6 +158,7 @@ class NetworkService(Service):
             results.append(DialResult(url, True))
             await back.close(1000, "dial-back check done")
         self._dialed_back[m.source] = (now, any(r.ok for r in results), seen)
+        self.host.peers.found_dialable(m.source, any(r.ok for r in results))
         self._dialed_back.move_to_end(m.source)
         while len(self._dialed_back) > _DIALBACK_KEPT:
             self._dialed_back.popitem(last=False)
