@@ -4,14 +4,21 @@
 >>> envelope = decode(frame, "cbor", limits)  # raises DecodeError and nothing else
 
 Everything here is pure: no I/O, no clock, no asyncio.
+
+The protobuf codec (``edgeagent.wire.protobuf``, over the generated ``edgeagent.v1`` classes,
+which import ``google.protobuf``) loads on its first use: the first frame a link that
+negotiated protobuf encodes or decodes, or the first access to ``edgeagent.wire.protobuf``
+(PEP 562). A node whose links all speak CBOR never loads it, though it still offers protobuf.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..exceptions import DecodeError, EncodeError
-from . import cbor, protobuf
+from . import cbor
 from .envelope import DEFAULT_TTL, PROTOCOL_VERSION, Envelope, new_msg_id
 from .limits import DEFAULT_LIMITS, Limits
 from .messages import *  # noqa: F403
@@ -55,12 +62,27 @@ __all__ = [
 ]
 
 
+_Frame = bytes | bytearray | memoryview
+# the protobuf codec's functions once it is loaded (None until then); see _load_protobuf
+_pb_encode: Callable[[Envelope], bytes] | None = None
+_pb_decode: Callable[[_Frame, Limits], Envelope] | None = None
+
+
+def _load_protobuf() -> tuple[Callable[[Envelope], bytes], Callable[[_Frame, Limits], Envelope]]:
+    """Import the protobuf codec (and google.protobuf with it) on first use; later calls are free."""
+    global _pb_encode, _pb_decode
+    from . import protobuf as pb
+
+    _pb_encode, _pb_decode = pb.encode, pb.decode
+    return pb.encode, pb.decode
+
+
 def encode(env: Envelope, codec: Codec = "cbor") -> bytes:
     """Encode an Envelope as one frame in the given codec; raises ``EncodeError``."""
     if codec == "cbor":
         return cbor.encode(env)
     if codec == "protobuf":
-        return protobuf.encode(env)
+        return (_pb_encode or _load_protobuf()[0])(env)
     raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
 
 
@@ -69,5 +91,14 @@ def decode(frame: bytes | bytearray | memoryview, codec: Codec = "cbor", limits:
     if codec == "cbor":
         return cbor.decode(frame, limits)
     if codec == "protobuf":
-        return protobuf.decode(frame, limits)
+        return (_pb_decode or _load_protobuf()[1])(frame, limits)
     raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
+
+
+if not TYPE_CHECKING:  # hidden from type checkers, which then flag a misspelt edgeagent.wire.name
+
+    def __getattr__(name: str) -> Any:
+        """``edgeagent.wire.protobuf`` imports the codec on first access (PEP 562)."""
+        if name == "protobuf":
+            return importlib.import_module(f"{__name__}.protobuf")  # the import sets the attribute too
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

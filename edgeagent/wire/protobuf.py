@@ -10,6 +10,10 @@ recursion limit (100) and by the conversion (``Limits.max_depth``).
 
 Chunk messages are encoded with their data appended after the serialised
 header, so the payload bytes are copied once.
+
+This module (and with it google.protobuf and the generated classes, about 4 MiB of a
+process's memory) is imported by ``edgeagent.wire`` on first use only: the first frame
+of a link that negotiated protobuf, or an explicit ``import edgeagent.wire.protobuf``.
 """
 
 from __future__ import annotations
